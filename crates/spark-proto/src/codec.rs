@@ -1,0 +1,113 @@
+//! Primitive field codecs shared by every message: little-endian integers, length-prefixed strings and byte
+//! strings, lists. Readers never panic: every read is bounds-checked and returns [`ProtoError::Truncated`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::ProtoError;
+
+/// A bounds-checked cursor over one payload.
+pub struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a Bytes) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
+        let end = self.pos.checked_add(n).ok_or(ProtoError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(ProtoError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, ProtoError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, ProtoError> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    pub fn u32(&mut self) -> Result<u32, ProtoError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    pub fn u64(&mut self) -> Result<u64, ProtoError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub fn u128(&mut self) -> Result<u128, ProtoError> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16)?);
+        Ok(u128::from_le_bytes(a))
+    }
+    /// A string with a `u16` byte-length prefix; must be UTF-8.
+    pub fn str16(&mut self) -> Result<String, ProtoError> {
+        let n = self.u16()? as usize;
+        let s = self.take(n)?;
+        String::from_utf8(s.to_vec()).map_err(|_| ProtoError::InvalidUtf8)
+    }
+    /// A list of `u16` with a `u16` count prefix.
+    pub fn list_u16(&mut self) -> Result<Vec<u16>, ProtoError> {
+        let n = self.u16()? as usize;
+        // Bound the allocation by what the payload can actually hold.
+        if n * 2 > self.remaining() {
+            return Err(ProtoError::Truncated);
+        }
+        (0..n).map(|_| self.u16()).collect()
+    }
+    /// A list of `str16` with a `u16` count prefix.
+    pub fn list_str16(&mut self) -> Result<Vec<String>, ProtoError> {
+        let n = self.u16()? as usize;
+        if n * 2 > self.remaining() {
+            return Err(ProtoError::Truncated);
+        }
+        (0..n).map(|_| self.str16()).collect()
+    }
+    /// Everything left, without copying.
+    pub fn rest(&mut self) -> Bytes {
+        let b = self.buf.slice(self.pos..);
+        self.pos = self.buf.len();
+        b
+    }
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    /// Fails when bytes are left over: messages have exact layouts.
+    pub fn finish(self) -> Result<(), ProtoError> {
+        if self.remaining() == 0 {
+            Ok(())
+        } else {
+            Err(ProtoError::TrailingBytes)
+        }
+    }
+}
+
+/// Appends a `u16`-length-prefixed string. Strings longer than 65535 bytes are cut at a char boundary:
+/// every caller passes names, messages or paths already validated to be shorter.
+pub fn put_str16(out: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16_le(end as u16);
+    out.put_slice(&s.as_bytes()[..end]);
+}
+
+pub fn put_list_u16(out: &mut BytesMut, v: &[u16]) {
+    out.put_u16_le(v.len() as u16);
+    for x in v {
+        out.put_u16_le(*x);
+    }
+}
+
+pub fn put_list_str16(out: &mut BytesMut, v: &[String]) {
+    out.put_u16_le(v.len() as u16);
+    for s in v {
+        put_str16(out, s);
+    }
+}
