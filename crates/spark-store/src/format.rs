@@ -1,0 +1,346 @@
+//! On-disk formats, version 1: blob files and index-log records. Pure byte codecs (fuzzed directly); the
+//! layout is specified in `docs/storage.md`.
+
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+/// First 8 bytes of every blob file; the trailing `1` is the format version.
+pub const BLOB_MAGIC: &[u8; 8] = b"SPKBLOB1";
+/// Blob header: magic, `u32` key length, `u64` body length.
+pub const BLOB_HEADER_LEN: usize = 8 + 4 + 8;
+/// Blob trailer: XXH3-128 over header, key and body.
+pub const BLOB_TRAILER_LEN: usize = 16;
+
+/// First 8 bytes of the index log; the trailing `1` is the format version.
+pub const INDEX_MAGIC: &[u8; 8] = b"SPKIDX01";
+/// Prefix of index files written by any version, to tell "newer format" from "not an index".
+pub const INDEX_MAGIC_PREFIX: &[u8; 6] = b"SPKIDX";
+
+/// Largest key a record may carry (asset paths are at most 4 KiB plus a platform byte).
+pub const MAX_KEY_LEN: usize = 64 * 1024;
+
+/// Errors parsing on-disk bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("bad magic")]
+    BadMagic,
+    #[error("record truncated")]
+    Truncated,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+}
+
+/// A parsed blob header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobHeader {
+    pub key_len: u32,
+    pub body_len: u64,
+}
+
+impl BlobHeader {
+    pub fn encode(&self) -> [u8; BLOB_HEADER_LEN] {
+        let mut b = [0u8; BLOB_HEADER_LEN];
+        b[..8].copy_from_slice(BLOB_MAGIC);
+        b[8..12].copy_from_slice(&self.key_len.to_le_bytes());
+        b[12..20].copy_from_slice(&self.body_len.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        if b.len() < BLOB_HEADER_LEN {
+            return Err(FormatError::Truncated);
+        }
+        if &b[..8] != BLOB_MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let key_len = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if key_len as usize > MAX_KEY_LEN {
+            return Err(FormatError::Invalid("key length"));
+        }
+        Ok(BlobHeader {
+            key_len,
+            body_len: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+        })
+    }
+
+    /// Size of the whole file this header describes.
+    pub fn file_len(&self) -> u64 {
+        file_len(self.key_len as usize, self.body_len)
+    }
+}
+
+/// Size of a blob file for a key and body length.
+pub fn file_len(key_len: usize, body_len: u64) -> u64 {
+    (BLOB_HEADER_LEN + key_len + BLOB_TRAILER_LEN) as u64 + body_len
+}
+
+/// Starts the checksum of a blob file: header and key.
+pub fn blob_hasher(header: &[u8; BLOB_HEADER_LEN], key: &[u8]) -> Xxh3 {
+    let mut h = Xxh3::new();
+    h.update(header);
+    h.update(key);
+    h
+}
+
+/// Parses a whole small blob file held in memory; returns the key and body ranges after verifying the
+/// checksum. Used by tests, the fuzzer and recovery.
+pub fn parse_blob(file: &[u8]) -> Result<(BlobHeader, &[u8], &[u8]), FormatError> {
+    let h = BlobHeader::decode(file)?;
+    if file.len() as u64 != h.file_len() {
+        return Err(FormatError::Truncated);
+    }
+    let k_end = BLOB_HEADER_LEN + h.key_len as usize;
+    let b_end = file.len() - BLOB_TRAILER_LEN;
+    let stored = u128::from_le_bytes(file[b_end..].try_into().expect("16 bytes"));
+    let mut hasher = Xxh3::new();
+    hasher.update(&file[..b_end]);
+    if hasher.digest128() != stored {
+        return Err(FormatError::Checksum);
+    }
+    Ok((h, &file[BLOB_HEADER_LEN..k_end], &file[k_end..b_end]))
+}
+
+/// One index-log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `key` now lives in blob file `file_id`, `body_len` bytes, with this file checksum.
+    Put {
+        key: Vec<u8>,
+        file_id: u64,
+        body_len: u64,
+        checksum: u128,
+    },
+    /// `key` was removed, if it still maps to `file_id`.
+    Del { key: Vec<u8>, file_id: u64 },
+    /// Every earlier record is void.
+    Clear,
+    /// Blob file ids below `up_to` may be in use: a later run starts above it, so it can tell files of
+    /// earlier runs (the sweep's business) from its own.
+    Reserve { up_to: u64 },
+}
+
+const KIND_PUT: u8 = 1;
+const KIND_DEL: u8 = 2;
+const KIND_CLEAR: u8 = 3;
+const KIND_RESERVE: u8 = 4;
+
+/// Record framing: `u32` length of what follows the checksum, `u64` XXH3-64 of it, then the body.
+pub const RECORD_PREFIX: usize = 4 + 8;
+
+impl Record {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; RECORD_PREFIX]);
+        match self {
+            Record::Put {
+                key,
+                file_id,
+                body_len,
+                checksum,
+            } => {
+                out.push(KIND_PUT);
+                out.extend_from_slice(&file_id.to_le_bytes());
+                out.extend_from_slice(&body_len.to_le_bytes());
+                out.extend_from_slice(&checksum.to_le_bytes());
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+            Record::Del { key, file_id } => {
+                out.push(KIND_DEL);
+                out.extend_from_slice(&file_id.to_le_bytes());
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+            Record::Clear => out.push(KIND_CLEAR),
+            Record::Reserve { up_to } => {
+                out.push(KIND_RESERVE);
+                out.extend_from_slice(&up_to.to_le_bytes());
+            }
+        }
+        let body_len = (out.len() - start - RECORD_PREFIX) as u32;
+        let sum = xxh3_64(&out[start + RECORD_PREFIX..]);
+        out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+        out[start + 4..start + 12].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    /// Parses the record at the start of `b`; returns it and its encoded length.
+    pub fn decode(b: &[u8]) -> Result<(Record, usize), FormatError> {
+        if b.len() < RECORD_PREFIX {
+            return Err(FormatError::Truncated);
+        }
+        let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_KEY_LEN + 64 {
+            return Err(FormatError::Invalid("record length"));
+        }
+        let total = RECORD_PREFIX + len;
+        if b.len() < total {
+            return Err(FormatError::Truncated);
+        }
+        let sum = u64::from_le_bytes(b[4..12].try_into().expect("8 bytes"));
+        let body = &b[RECORD_PREFIX..total];
+        if xxh3_64(body) != sum {
+            return Err(FormatError::Checksum);
+        }
+        let mut r = Cursor { b: body, pos: 0 };
+        let rec = match r.u8()? {
+            KIND_PUT => {
+                let file_id = r.u64()?;
+                let body_len = r.u64()?;
+                let checksum = r.u128()?;
+                let key = r.key()?;
+                Record::Put {
+                    key,
+                    file_id,
+                    body_len,
+                    checksum,
+                }
+            }
+            KIND_DEL => {
+                let file_id = r.u64()?;
+                let key = r.key()?;
+                Record::Del { key, file_id }
+            }
+            KIND_CLEAR => Record::Clear,
+            KIND_RESERVE => Record::Reserve { up_to: r.u64()? },
+            _ => return Err(FormatError::Invalid("record kind")),
+        };
+        if r.pos != body.len() {
+            return Err(FormatError::Invalid("record has trailing bytes"));
+        }
+        Ok((rec, total))
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], FormatError> {
+        let s = self.b.get(self.pos..self.pos + n).ok_or(FormatError::Truncated)?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn u128(&mut self) -> Result<u128, FormatError> {
+        Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
+    }
+    fn key(&mut self) -> Result<Vec<u8>, FormatError> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        if n > MAX_KEY_LEN {
+            return Err(FormatError::Invalid("key length"));
+        }
+        Ok(self.take(n)?.to_vec())
+    }
+}
+
+/// Blob file name for an id: 16 lowercase hex digits and `.blob`.
+pub fn blob_file_name(id: u64) -> String {
+    format!("{id:016x}.blob")
+}
+
+/// Parses a blob file name strictly: exactly 16 lowercase hex digits then `.blob`; anything else is `None`.
+pub fn parse_blob_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".blob")?;
+    if hex.len() != 16 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The fan-out directory of a blob id: two hex digits.
+pub fn blob_dir_name(id: u64) -> String {
+    format!("{:02x}", id & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_detect_damage() {
+        let recs = vec![
+            Record::Put {
+                key: b"k".to_vec(),
+                file_id: 7,
+                body_len: 9,
+                checksum: 1 << 100,
+            },
+            Record::Del {
+                key: vec![0; 300],
+                file_id: 7,
+            },
+            Record::Clear,
+            Record::Reserve { up_to: 1 << 40 },
+        ];
+        let mut buf = Vec::new();
+        for r in &recs {
+            r.encode(&mut buf);
+        }
+        let mut off = 0;
+        for r in &recs {
+            let (got, n) = Record::decode(&buf[off..]).unwrap();
+            assert_eq!(&got, r);
+            off += n;
+        }
+        assert_eq!(off, buf.len());
+        for i in 0..buf.len() {
+            let mut b = buf.clone();
+            b[i] ^= 0x40;
+            // Any single flipped byte either breaks the first record or a later one; never a wrong record.
+            if let Ok((r, _)) = Record::decode(&b) {
+                assert_eq!(r, recs[0]);
+            }
+        }
+        assert_eq!(Record::decode(&buf[..5]), Err(FormatError::Truncated));
+    }
+
+    #[test]
+    fn names_are_parsed_strictly() {
+        assert_eq!(parse_blob_file_name(&blob_file_name(0xabc)), Some(0xabc));
+        for bad in [
+            "00000000000000ab.tmp",
+            "0000000000000ab.blob",
+            "00000000000000AB.blob",
+            "00000000000000a+.blob",
+            "000000000000000g.blob",
+            "x00000000000000a.blob",
+            ".blob",
+            "00000000000000ab.blob.tmp",
+        ] {
+            assert_eq!(parse_blob_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn blob_parse_checks_everything() {
+        let key = b"key";
+        let body = b"body bytes";
+        let h = BlobHeader {
+            key_len: 3,
+            body_len: body.len() as u64,
+        };
+        let hb = h.encode();
+        let mut hasher = blob_hasher(&hb, key);
+        hasher.update(body);
+        let mut file = hb.to_vec();
+        file.extend_from_slice(key);
+        file.extend_from_slice(body);
+        file.extend_from_slice(&hasher.digest128().to_le_bytes());
+        let (ph, k, b) = parse_blob(&file).unwrap();
+        assert_eq!((ph, k, b), (h, &key[..], &body[..]));
+        for i in 0..file.len() {
+            let mut f = file.clone();
+            f[i] ^= 1;
+            assert!(parse_blob(&f).is_err(), "flip at {i} detected");
+        }
+        assert!(parse_blob(&file[..file.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The append-only index log: `index.log` = 8-byte magic, then checksummed [`Record`]s.
+//!
+//! Replay stops at nothing: a damaged record is skipped by scanning forward to the next record whose length
+//! and checksum hold (a torn tail from a crash is simply cut off). Damage before the tail is reported so the
+//! store can recover the lost entries from the blob files themselves.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+use crate::format::{INDEX_MAGIC, INDEX_MAGIC_PREFIX, Record};
+
+pub(crate) struct IndexLog {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file.
+    pub len: u64,
+    fsync: bool,
+    buf: Vec<u8>,
+}
+
+/// What replay found.
+pub(crate) struct Replay {
+    pub records: Vec<Record>,
+    /// Bytes that did not parse (skipped or cut off).
+    pub damaged_bytes: u64,
+    /// Damage followed by valid records (not just a torn tail): entries may be missing from the index.
+    pub damaged_mid_log: bool,
+}
+
+impl IndexLog {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("index.log")
+    }
+
+    /// Opens (creating if needed) and replays the log.
+    pub fn open(dir: &Path, fsync: bool) -> Result<(IndexLog, Replay), StoreError> {
+        let path = Self::path(dir);
+        let mut data = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut data).map_err(|e| StoreError::io("read", &path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("open", &path, e)),
+        }
+        let mut replay = Replay {
+            records: Vec::new(),
+            damaged_bytes: 0,
+            damaged_mid_log: false,
+        };
+        let mut good_end = INDEX_MAGIC.len();
+        if data.len() < INDEX_MAGIC.len() {
+            // Missing, or cut short while being created: start afresh.
+            replay.damaged_bytes = data.len() as u64;
+            data.clear();
+        } else if &data[..INDEX_MAGIC.len()] != INDEX_MAGIC {
+            if &data[..INDEX_MAGIC_PREFIX.len()] == INDEX_MAGIC_PREFIX {
+                return Err(StoreError::NewerFormat {
+                    path,
+                    found: String::from_utf8_lossy(&data[..INDEX_MAGIC.len()]).into_owned(),
+                });
+            }
+            // A damaged header: everything in it is suspect, recover from the blob files.
+            replay.damaged_bytes = data.len() as u64;
+            replay.damaged_mid_log = true;
+            data.clear();
+        } else {
+            let mut off = INDEX_MAGIC.len();
+            while off < data.len() {
+                match Record::decode(&data[off..]) {
+                    Ok((rec, n)) => {
+                        replay.records.push(rec);
+                        off += n;
+                        good_end = off;
+                    }
+                    Err(_) => match resync(&data, off + 1) {
+                        Some(next) => {
+                            replay.damaged_bytes += (next - off) as u64;
+                            replay.damaged_mid_log = true;
+                            off = next;
+                        }
+                        None => {
+                            replay.damaged_bytes += (data.len() - off) as u64;
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("open", &path, e))?;
+        if data.is_empty() {
+            file.set_len(0).map_err(|e| StoreError::io("truncate", &path, e))?;
+            file.write_all(INDEX_MAGIC).map_err(|e| StoreError::io("write", &path, e))?;
+            good_end = INDEX_MAGIC.len();
+        } else if good_end < data.len() {
+            // Cut off a torn tail so new records do not follow garbage. (Mid-log damage is removed later,
+            // when the store rewrites the log.)
+            if !replay.damaged_mid_log {
+                file.set_len(good_end as u64).map_err(|e| StoreError::io("truncate", &path, e))?;
+            } else {
+                good_end = data.len();
+            }
+        }
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(good_end as u64))
+            .map_err(|e| StoreError::io("seek", &path, e))?;
+        if fsync {
+            file.sync_all().map_err(|e| StoreError::io("fsync", &path, e))?;
+        }
+        Ok((
+            IndexLog {
+                path,
+                file,
+                len: good_end as u64,
+                fsync,
+                buf: Vec::with_capacity(256),
+            },
+            replay,
+        ))
+    }
+
+    /// Appends one record; with fsync durability, a Put is synced before returning.
+    pub fn append(&mut self, rec: &Record) -> Result<(), StoreError> {
+        self.buf.clear();
+        rec.encode(&mut self.buf);
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // A partial append would be a torn record in the middle of the log: cut it off again.
+            let _ = self.file.set_len(self.len);
+            use std::io::Seek;
+            let _ = self.file.seek(std::io::SeekFrom::Start(self.len));
+            return Err(StoreError::io("append to", &self.path, e));
+        }
+        self.len += self.buf.len() as u64;
+        if self.fsync && !matches!(rec, Record::Del { .. }) {
+            self.file.sync_data().map_err(|e| StoreError::io("fsync", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the log with exactly `records` (atomically: temp file, fsync, rename).
+    pub fn rewrite<'a>(&mut self, records: impl Iterator<Item = Record>) -> Result<(), StoreError> {
+        let tmp = self.path.with_extension("log.tmp");
+        let mut out = Vec::with_capacity(1 << 20);
+        out.extend_from_slice(INDEX_MAGIC);
+        for r in records {
+            r.encode(&mut out);
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io("create", &tmp, e))?;
+        f.write_all(&out).map_err(|e| StoreError::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| StoreError::io("rename", &tmp, e))?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir);
+        }
+        self.file = f;
+        self.len = out.len() as u64;
+        Ok(())
+    }
+}
+
+/// Finds the next offset at or after `from` where a whole valid record starts.
+fn resync(data: &[u8], from: usize) -> Option<usize> {
+    (from..data.len()).find(|&o| Record::decode(&data[o..]).is_ok())
+}
+
+/// Best-effort directory fsync (makes a rename durable).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
