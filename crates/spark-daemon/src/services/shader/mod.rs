@@ -1,0 +1,44 @@
+//! The Shader service (`0x0002`): compiled shader blobs keyed by (source hash, target, stage).
+
+use spark_proto::cache::ShaderKey;
+use spark_proto::service;
+use spark_store::Store;
+
+use crate::registry::{BoxFuture, HandlerError, Request, Service};
+use crate::services::blob_cache::{BlobCache, CacheKey};
+
+impl CacheKey for ShaderKey {
+    /// 10 bytes: the hash little-endian, target, stage.
+    fn store_key(&self) -> Result<Vec<u8>, HandlerError> {
+        let mut k = Vec::with_capacity(10);
+        k.extend_from_slice(&self.source_hash.to_le_bytes());
+        k.push(self.target);
+        k.push(self.stage);
+        Ok(k)
+    }
+}
+
+pub struct ShaderService(BlobCache<ShaderKey>);
+
+pub fn shader_service(store: Store) -> ShaderService {
+    ShaderService(BlobCache::new(service::SHADER, store))
+}
+
+impl Service for ShaderService {
+    fn id(&self) -> u16 {
+        service::SHADER
+    }
+
+    fn capabilities(&self) -> &'static [&'static str] {
+        &["shader-cache"]
+    }
+
+    fn handle<'a>(&'a self, mut req: Request<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            match self.0.handle_common(&mut req).await {
+                Some(r) => r,
+                None => Err(self.0.unknown(&req)),
+            }
+        })
+    }
+}
