@@ -160,8 +160,15 @@ class _Conn:
             raise UnexpectedMessage(f.service, f.msg_type, expected=f"{cls.__name__} on service 0x{service:04x}")
         return cls.decode(f.payload)
 
-    def read_stream(self, service: int, total_len: int, write: Callable[[memoryview], Any]) -> None:
-        """Reads STREAM_CHUNK frames up to the STREAM_END, handing each chunk to ``write``.
+    def read_stream(
+        self,
+        service: int,
+        total_len: int,
+        write: Optional[Callable[[memoryview], Any]] = None,
+        into: Optional[bytearray] = None,
+    ) -> None:
+        """Reads STREAM_CHUNK frames up to the STREAM_END, handing each chunk to ``write`` or receiving the
+        blob straight into ``into`` (a buffer of ``total_len`` bytes).
 
         Raises :class:`DaemonError` when the daemon ends the stream with an ErrorResponse and
         :class:`StreamMismatch` on a length or checksum mismatch (both after the whole stream was consumed).
@@ -184,16 +191,20 @@ class _Conn:
                         f"stream checksum mismatch: got {hasher.intdigest():032x}, daemon sent {end.checksum:032x}"
                     )
                 return
-            if len(self._chunk) < h.length:
-                self._chunk = bytearray(h.length)
-            mv = memoryview(self._chunk)[: h.length]
-            self._recv_into(mv)
             if not overflow and received + h.length > total_len:
                 overflow = True  # keep draining to the end so the connection stays in sync
-            if not overflow:
-                write(mv)
-                if hasher is not None:
-                    hasher.update(mv)
+            if into is not None and not overflow:
+                mv = memoryview(into)[received : received + h.length]
+                self._recv_into(mv)
+            else:
+                if len(self._chunk) < h.length:
+                    self._chunk = bytearray(h.length)
+                mv = memoryview(self._chunk)[: h.length]
+                self._recv_into(mv)
+                if write is not None and not overflow:
+                    write(mv)
+            if not overflow and hasher is not None:
+                hasher.update(mv)
             received += h.length
 
     def pending_error(self, wait: float = 0.5) -> Optional[DaemonError]:
@@ -312,9 +323,9 @@ class _Get(_Op):
             return len(r.data)
         # Streamed.
         if self.fileobj is None:
-            parts: List[bytes] = []
-            conn.read_stream(self.service, r.total_len, lambda mv: parts.append(bytes(mv)))
-            return b"".join(parts)
+            buf = bytearray(r.total_len)
+            conn.read_stream(self.service, r.total_len, into=buf)
+            return bytes(buf)
         f = self.fileobj
         conn.read_stream(self.service, r.total_len, lambda mv: _write_all(f, mv))
         return r.total_len

@@ -117,7 +117,7 @@ def test_asset_platforms_and_invalidate(client):
 
 def test_long_and_unicode_paths(client):
     a = client.asset
-    long_path = "deep/" + "d" * 590 + ".uasset"
+    long_path = "deep/" + "d" * 588 + ".uasset"
     assert len(long_path) == 600
     data = os.urandom(1000)
     assert a.put(long_path, 5, data) is True
@@ -344,3 +344,59 @@ def test_errors_are_spark_errors():
     assert issubclass(DaemonNotRunning, SparkError)
     assert issubclass(TransportError, SparkError)
     assert issubclass(DaemonError, SparkError)
+
+
+def test_wrong_stream_checksum_is_rejected(client, monkeypatch):
+    """The daemon checks a supplied checksum: a wrong one is a stream-mismatch and nothing is stored."""
+    monkeypatch.setattr(p, "HAVE_XXHASH", True)
+    monkeypatch.setattr(p, "blob_checksum", lambda data: 0x1234)
+    with pytest.raises(DaemonError) as info:
+        client.asset.put("bad/checksum", 1, bytes(17 * MiB))
+    assert info.value.code == 11 and info.value.code_name == "stream-mismatch"
+    assert client.connected
+    assert client.asset.exists("bad/checksum", 1) is False
+
+
+def test_short_stream_is_rejected(client):
+    import io
+
+    from sparkdaemon import SourceExhausted
+
+    with pytest.raises(SourceExhausted) as info:
+        client.shader.put_from_file(3, 3, 3, io.BytesIO(bytes(MiB)), size=20 * MiB)
+    assert isinstance(info.value.__cause__, DaemonError)
+    assert info.value.__cause__.code_name == "stream-mismatch"
+    assert client.shader.exists(3, 3, 3) is False
+    assert client.ping() >= 0
+
+
+def test_streamed_get_frames_on_the_wire(sparkd, client):
+    """Checks the daemon's streamed GetResponse byte-level: chunk frames of at most 16 MiB, the total length,
+    and a STREAM_END whose checksum is 0 or the XXH3-128 of the blob."""
+    import socket
+
+    blob = os.urandom(33 * MiB + 5)
+    assert client.shader.put(77, 7, 7, blob) is True
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(sparkd.socket_path)
+    try:
+        s.sendall(p.ShaderGet(p.ShaderKey(77, 7, 7)).to_frame(p.SERVICE_SHADER))
+        dec = p.FrameDecoder()
+        frames = []
+        while not frames or frames[-1].msg_type not in (p.MSG_STREAM_END, p.MSG_ERROR):
+            data = s.recv(1 << 20)
+            assert data, "daemon closed the connection"
+            frames += dec.feed(data)
+        assert dec.pending == 0
+    finally:
+        s.close()
+    head = p.decode_message(frames[0])
+    assert head == p.GetResponse(p.GetStatus.STREAMED, total_len=len(blob))
+    chunks = frames[1:-1]
+    assert chunks and all(f.msg_type == p.MSG_STREAM_CHUNK and f.service == p.SERVICE_SHADER for f in chunks)
+    assert b"".join(f.payload for f in chunks) == blob
+    end = p.decode_message(frames[-1])
+    assert isinstance(end, p.StreamEnd)
+    if p.HAVE_XXHASH:
+        assert end.checksum in (0, p.blob_checksum(blob))

@@ -1,0 +1,201 @@
+//! Typed blob-cache clients. Blobs that do not fit one frame are streamed in 4 MiB chunks, both ways.
+
+use std::io::{Read, Write};
+use std::marker::PhantomData;
+
+use bytes::{Bytes, BytesMut};
+use spark_proto::cache::*;
+use spark_proto::{BlobHasher, MAX_PAYLOAD, Message, msg};
+
+use crate::conn::{Client, Conn};
+use crate::error::{Error, Result};
+
+/// Chunk size for streamed puts.
+const PUT_CHUNK: usize = 4 << 20;
+
+/// A typed view of one cache service.
+pub struct CacheClient<'a, K> {
+    client: &'a Client,
+    service: u16,
+    _k: PhantomData<K>,
+}
+
+pub type ShaderCache<'a> = CacheClient<'a, ShaderKey>;
+pub type AssetCache<'a> = CacheClient<'a, AssetKey>;
+
+impl<'a, K: WireKey> CacheClient<'a, K> {
+    pub(crate) fn new(client: &'a Client, service: u16) -> Self {
+        CacheClient {
+            client,
+            service,
+            _k: PhantomData,
+        }
+    }
+
+    /// The blob under `key`, or `None` on a miss.
+    pub fn get(&self, key: &K) -> Result<Option<Bytes>> {
+        let mut out: Option<BytesMut> = None;
+        let found = self.get_with(key, |c, total| {
+            let buf = out.get_or_insert_with(|| BytesMut::with_capacity(total.min(1 << 30) as usize));
+            buf.extend_from_slice(c);
+            Ok(())
+        })?;
+        Ok(match found {
+            Some(Inline(b)) => Some(b),
+            Some(Streamed) => Some(out.map(BytesMut::freeze).unwrap_or_default()),
+            None => None,
+        })
+    }
+
+    /// Writes the blob under `key` to `w` without holding it in memory; returns its size, `None` on a miss.
+    pub fn get_to_writer(&self, key: &K, w: &mut impl Write) -> Result<Option<u64>> {
+        let mut n = 0u64;
+        let found = self.get_with(key, |c, _| {
+            n += c.len() as u64;
+            w.write_all(c).map_err(|e| Error::Protocol(format!("cannot write the blob out: {e}")))
+        })?;
+        Ok(match found {
+            Some(Inline(b)) => {
+                w.write_all(&b)
+                    .map_err(|e| Error::Protocol(format!("cannot write the blob out: {e}")))?;
+                Some(b.len() as u64)
+            }
+            Some(Streamed) => Some(n),
+            None => None,
+        })
+    }
+
+    /// Sends a Get; an inline blob is returned, a streamed one is fed to `sink` chunk by chunk and verified.
+    fn get_with(&self, key: &K, mut sink: impl FnMut(&[u8], u64) -> Result<()>) -> Result<Option<Got>> {
+        let mut c = self.client.lock();
+        c.write_msg(self.service, &Get { key: key.clone() })?;
+        c.flush()?;
+        let r: GetResponse = c.read_msg()?;
+        match r.status {
+            GetStatus::Miss => Ok(None),
+            GetStatus::Inline(b) => Ok(Some(Inline(b))),
+            GetStatus::Streamed { total_len } => {
+                read_stream(&mut c, self.service, total_len, &mut sink)?;
+                Ok(Some(Streamed))
+            }
+        }
+    }
+
+    /// Stores a blob. Returns whether the daemon kept it (false: larger than its budgets allow).
+    pub fn put(&self, key: &K, data: &[u8]) -> Result<bool> {
+        let mut p = BytesMut::new();
+        key.encode_key(&mut p);
+        if p.len() + data.len() <= MAX_PAYLOAD {
+            p.extend_from_slice(data);
+            return self.put_frame(p.freeze());
+        }
+        self.put_from_reader(key, &mut &data[..], data.len() as u64)
+    }
+
+    fn put_frame(&self, payload: Bytes) -> Result<bool> {
+        let mut c = self.client.lock();
+        c.write_frame(self.service, PUT, &payload)?;
+        c.flush()?;
+        let r: PutResponse = c.read_msg()?;
+        Ok(r.stored)
+    }
+
+    /// Streams `len` bytes from `r` into the cache, a chunk at a time.
+    pub fn put_from_reader(&self, key: &K, r: &mut impl Read, len: u64) -> Result<bool> {
+        let mut c = self.client.lock();
+        c.write_msg(
+            self.service,
+            &PutStream {
+                key: key.clone(),
+                total_len: len,
+            },
+        )?;
+        let mut hasher = BlobHasher::new();
+        let mut buf = vec![0u8; PUT_CHUNK.min(len as usize).max(1)];
+        let mut left = len;
+        while left > 0 {
+            let n = (buf.len() as u64).min(left) as usize;
+            if let Err(e) = r.read_exact(&mut buf[..n]) {
+                // The daemon is owed the rest of the stream; the connection cannot be reused.
+                drop(c);
+                return Err(Error::Protocol(format!("cannot read the blob to send: {e}")));
+            }
+            hasher.update(&buf[..n]);
+            c.write_frame(self.service, msg::STREAM_CHUNK, &buf[..n])?;
+            left -= n as u64;
+        }
+        c.write_msg(
+            self.service,
+            &StreamEnd {
+                checksum: hasher.digest128(),
+            },
+        )?;
+        c.flush()?;
+        let r: PutResponse = c.read_msg()?;
+        Ok(r.stored)
+    }
+
+    /// Whether `key` is cached, and its size. Counts neither a hit nor a miss.
+    pub fn exists(&self, key: &K) -> Result<Option<u64>> {
+        let r: ExistsResponse = self.client.call(self.service, &Exists { key: key.clone() })?;
+        Ok(r.exists.then_some(r.size))
+    }
+
+    /// Removes every entry; returns how many there were.
+    pub fn clear(&self) -> Result<u64> {
+        let r: ClearResponse = self.client.call(self.service, &Clear)?;
+        Ok(r.removed)
+    }
+
+    pub fn stats(&self) -> Result<CacheStats> {
+        self.client.call(self.service, &Stats)
+    }
+}
+
+impl CacheClient<'_, AssetKey> {
+    /// Drops every platform variant of `path`; returns how many there were.
+    pub fn invalidate(&self, path: &str) -> Result<u32> {
+        let r: InvalidateResponse = self.client.call(self.service, &Invalidate { path: path.into() })?;
+        Ok(r.dropped)
+    }
+}
+
+enum Got {
+    Inline(Bytes),
+    Streamed,
+}
+use Got::*;
+
+/// Reads the chunks and end of a streamed reply, checking length and checksum. An ErrorResponse in place
+/// of the end (the daemon found the blob corrupt) is returned as [`Error::Daemon`].
+fn read_stream(c: &mut Conn, service: u16, total: u64, sink: &mut impl FnMut(&[u8], u64) -> Result<()>) -> Result<()> {
+    let mut got = 0u64;
+    let mut hasher = BlobHasher::new();
+    loop {
+        let f = c.read_reply()?;
+        if f.service != service {
+            return Err(Error::Protocol(format!("stream frame for service 0x{:04x}", f.service)));
+        }
+        match f.msg_type {
+            msg::STREAM_CHUNK => {
+                got += f.payload.len() as u64;
+                if got > total {
+                    return Err(Error::Protocol(format!("stream longer than its announced {total} bytes")));
+                }
+                hasher.update(&f.payload);
+                sink(&f.payload, total)?;
+            }
+            msg::STREAM_END => {
+                let end = StreamEnd::decode(&f.payload)?;
+                if got != total {
+                    return Err(Error::Protocol(format!("stream ended after {got} of {total} bytes")));
+                }
+                if end.checksum != 0 && end.checksum != hasher.digest128() {
+                    return Err(Error::Protocol("streamed blob failed its checksum".into()));
+                }
+                return Ok(());
+            }
+            t => return Err(Error::Protocol(format!("unexpected message 0x{t:04x} in a stream"))),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The connection: framing over a blocking Unix socket, behind a mutex.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use spark_proto::control::*;
+use spark_proto::{ErrorResponse, Frame, FrameHeader, HEADER_LEN, Message, PROTOCOL_VERSION, msg, service};
+
+use crate::cache::{AssetCache, ShaderCache};
+use crate::error::{Error, Result};
+
+/// Payloads at least this big are written with their own syscall rather than copied behind the header.
+const COPY_LIMIT: usize = 64 * 1024;
+
+/// How a client introduces itself and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Shown in the daemon's logs.
+    pub client_name: String,
+    /// Longest wait for any single read or write; `None` = forever.
+    pub io_timeout: Option<Duration>,
+    /// Register this process as a sponsor of the daemon (see `sparkd --exit-with-sponsors`).
+    pub sponsor: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let name = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "rust-client".into());
+        ClientOptions {
+            client_name: name,
+            io_timeout: Some(Duration::from_secs(30)),
+            sponsor: false,
+        }
+    }
+}
+
+/// One framed connection. Public to the crate so the cache clients can stream under one lock.
+pub(crate) struct Conn {
+    stream: UnixStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Replies still owed for one-way sends; read and dropped before the next reply.
+    discard: usize,
+    /// Set after a transport or framing failure: the byte stream can no longer be trusted.
+    broken: bool,
+}
+
+impl Conn {
+    /// Queues a frame; large payloads are written straight from their buffer.
+    pub(crate) fn write_frame(&mut self, service: u16, msg_type: u16, payload: &[u8]) -> Result<()> {
+        if payload.len() > spark_proto::MAX_PAYLOAD {
+            return Err(Error::Protocol(format!("payload of {} bytes exceeds the frame limit", payload.len())));
+        }
+        let h = FrameHeader {
+            len: payload.len() as u32,
+            service,
+            msg_type,
+        };
+        self.wbuf.extend_from_slice(&h.encode());
+        if payload.len() < COPY_LIMIT {
+            self.wbuf.extend_from_slice(payload);
+            if self.wbuf.len() >= 256 * 1024 {
+                self.flush()?;
+            }
+            Ok(())
+        } else {
+            self.flush()?;
+            self.io(|s| s.write_all(payload))
+        }
+    }
+
+    pub(crate) fn write_msg<M: Message>(&mut self, service: u16, m: &M) -> Result<()> {
+        let mut p = BytesMut::new();
+        m.encode(&mut p);
+        self.write_frame(service, M::TYPE, &p)
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let r = self.io(|s| s.write_all(&buf));
+        self.wbuf = buf;
+        self.wbuf.clear();
+        r
+    }
+
+    fn io<T>(&mut self, f: impl FnOnce(&mut UnixStream) -> std::io::Result<T>) -> Result<T> {
+        if self.broken {
+            return Err(Error::Transport(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the connection failed earlier; reconnect",
+            )));
+        }
+        f(&mut self.stream).map_err(|e| {
+            self.broken = true;
+            Error::Transport(e)
+        })
+    }
+
+    /// Reads the next frame that is not a server event.
+    pub(crate) fn read_frame(&mut self) -> Result<Frame> {
+        loop {
+            let f = self.read_any_frame()?;
+            if !msg::is_event(f.msg_type) {
+                return Ok(f);
+            }
+            // Events are not subscribed to by this client yet; skip them.
+        }
+    }
+
+    fn read_any_frame(&mut self) -> Result<Frame> {
+        loop {
+            match Frame::decode_from(&mut self.rbuf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e.into());
+                }
+            }
+            let want = if self.rbuf.len() < HEADER_LEN {
+                HEADER_LEN - self.rbuf.len()
+            } else {
+                let mut hb = [0u8; HEADER_LEN];
+                hb.copy_from_slice(&self.rbuf[..HEADER_LEN]);
+                let h = FrameHeader::decode(&hb)?;
+                HEADER_LEN + h.len as usize - self.rbuf.len()
+            };
+            let old = self.rbuf.len();
+            self.rbuf.resize(old + want.max(64 * 1024), 0);
+            let mut rbuf = std::mem::take(&mut self.rbuf);
+            let n = self.io(|s| s.read(&mut rbuf[old..]));
+            self.rbuf = rbuf;
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rbuf.truncate(old);
+                    return Err(e);
+                }
+            };
+            self.rbuf.truncate(old + n);
+            if n == 0 {
+                self.broken = true;
+                return Err(Error::Transport(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "sparkd closed the connection",
+                )));
+            }
+        }
+    }
+
+    /// Drops replies owed to one-way sends.
+    fn settle(&mut self) -> Result<()> {
+        while self.discard > 0 {
+            self.read_frame()?;
+            self.discard -= 1;
+        }
+        Ok(())
+    }
+
+    /// Reads one reply: `Err(Daemon)` for an ErrorResponse.
+    pub(crate) fn read_reply(&mut self) -> Result<Frame> {
+        self.settle()?;
+        let f = self.read_frame()?;
+        if f.is_error() {
+            let e = ErrorResponse::decode(&f.payload)?;
+            return Err(Error::Daemon(e));
+        }
+        Ok(f)
+    }
+
+    /// Reads a reply of type `R`.
+    pub(crate) fn read_msg<R: Message>(&mut self) -> Result<R> {
+        let f = self.read_reply()?;
+        if f.msg_type != R::TYPE {
+            self.broken = true;
+            return Err(Error::Protocol(format!(
+                "expected message type 0x{:04x}, got 0x{:04x} (service 0x{:04x})",
+                R::TYPE,
+                f.msg_type,
+                f.service
+            )));
+        }
+        Ok(R::decode(&f.payload)?)
+    }
+}
+
+/// A connection to sparkd. `Send + Sync`: share it across threads; each exchange holds it briefly.
+pub struct Client {
+    path: PathBuf,
+    conn: Mutex<Conn>,
+    hello: HelloResponse,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects with default options. Fails at once with [`Error::NotRunning`] when no daemon listens.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
+        Self::connect_with(path, &ClientOptions::default())
+    }
+
+    /// Connects to the default socket path.
+    pub fn connect_default() -> Result<Client> {
+        Self::connect(crate::default_socket_path())
+    }
+
+    pub fn connect_with(path: impl AsRef<Path>, opts: &ClientOptions) -> Result<Client> {
+        let path = path.as_ref().to_path_buf();
+        let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NotRunning {
+                path: path.clone(),
+                source: e,
+            },
+            _ => Error::Transport(e),
+        })?;
+        stream.set_read_timeout(opts.io_timeout).map_err(Error::Transport)?;
+        stream.set_write_timeout(opts.io_timeout).map_err(Error::Transport)?;
+        let mut conn = Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: Vec::with_capacity(8 * 1024),
+            discard: 0,
+            broken: false,
+        };
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            flags: if opts.sponsor { HELLO_FLAG_SPONSOR } else { 0 },
+            pid: std::process::id(),
+            client_name: opts.client_name.clone(),
+        };
+        conn.write_msg(service::CONTROL, &hello)?;
+        conn.flush()?;
+        let hello: HelloResponse = conn.read_msg()?;
+        Ok(Client {
+            path,
+            conn: Mutex::new(conn),
+            hello,
+        })
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the daemon said in the handshake (version, pid, services, capabilities).
+    pub fn hello(&self) -> &HelloResponse {
+        &self.hello
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one frame and returns its reply frame; an ErrorResponse becomes [`Error::Daemon`].
+    pub fn request(&self, frame: &Frame) -> Result<Frame> {
+        let mut c = self.lock();
+        c.write_frame(frame.service, frame.msg_type, &frame.payload)?;
+        c.flush()?;
+        c.read_reply()
+    }
+
+    /// Sends a typed request and decodes a typed reply.
+    pub fn call<M: Message, R: Message>(&self, service: u16, m: &M) -> Result<R> {
+        let mut c = self.lock();
+        c.write_msg(service, m)?;
+        c.flush()?;
+        c.read_msg()
+    }
+
+    /// Sends a request without waiting for its reply (the reply is read and dropped later, in order).
+    pub fn send_one_way(&self, frame: &Frame) -> Result<()> {
+        let mut c = self.lock();
+        c.write_frame(frame.service, frame.msg_type, &frame.payload)?;
+        c.flush()?;
+        c.discard += 1;
+        Ok(())
+    }
+
+    /// Sends every frame, then reads every reply, in order: one round trip for the batch. Each reply is
+    /// `Ok(frame)` or `Err(Error::Daemon)`; a transport failure fails the whole batch.
+    pub fn pipeline(&self, frames: &[Frame]) -> Result<Vec<Result<Frame>>> {
+        let mut c = self.lock();
+        for f in frames {
+            c.write_frame(f.service, f.msg_type, &f.payload)?;
+        }
+        c.flush()?;
+        let mut out = Vec::with_capacity(frames.len());
+        for _ in frames {
+            match c.read_reply() {
+                Ok(f) => out.push(Ok(f)),
+                Err(e @ Error::Daemon(_)) => out.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Round-trip time of a Ping.
+    pub fn ping(&self) -> Result<Duration> {
+        let t = Instant::now();
+        let data = Bytes::from_static(b"spark");
+        let p: Pong = self.call(service::CONTROL, &Ping { data: data.clone() })?;
+        if p.data != data {
+            return Err(Error::Protocol("Pong did not echo the Ping payload".into()));
+        }
+        Ok(t.elapsed())
+    }
+
+    pub fn version(&self) -> Result<VersionResponse> {
+        self.call(service::CONTROL, &Version)
+    }
+
+    pub fn stats(&self) -> Result<StatsResponse> {
+        self.call(service::CONTROL, &Stats)
+    }
+
+    /// Asks the daemon to exit after finishing in-flight requests.
+    pub fn shutdown(&self) -> Result<()> {
+        let _: ShutdownAck = self.call(service::CONTROL, &Shutdown)?;
+        Ok(())
+    }
+
+    /// Registers `pid` as a sponsor; returns the number of live sponsors.
+    pub fn register_sponsor(&self, pid: u32) -> Result<u32> {
+        let a: RegisterSponsorAck = self.call(service::CONTROL, &RegisterSponsor { pid })?;
+        Ok(a.sponsors)
+    }
+
+    /// Closes the connection (dropping the client does the same).
+    pub fn disconnect(self) {
+        drop(self);
+    }
+
+    /// The shader cache.
+    pub fn shader(&self) -> ShaderCache<'_> {
+        ShaderCache::new(self, service::SHADER)
+    }
+
+    /// The asset cache.
+    pub fn asset(&self) -> AssetCache<'_> {
+        AssetCache::new(self, service::ASSET)
+    }
+}

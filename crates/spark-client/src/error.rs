@@ -1,0 +1,47 @@
+use std::path::PathBuf;
+
+use spark_proto::{ErrorCode, ErrorResponse, ProtoError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing listens at the socket path: the daemon is not running.
+    #[error("sparkd is not running at {path} ({source}); start it with `sparkd`, or enable auto-spawn")]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection failed or timed out mid-exchange; the client must reconnect.
+    #[error("connection to sparkd failed: {0}")]
+    Transport(#[source] std::io::Error),
+    /// The daemon sent something this client cannot make sense of.
+    #[error("protocol error talking to sparkd: {0}")]
+    Protocol(String),
+    /// The daemon answered with an ErrorResponse.
+    #[error("sparkd: {0}")]
+    Daemon(ErrorResponse),
+}
+
+impl Error {
+    /// The daemon's error code, for [`Error::Daemon`].
+    pub fn daemon_code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Daemon(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
+    /// True when the daemon is absent or the connection broke: callers fall back to working without it.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::NotRunning { .. } | Error::Transport(_))
+    }
+}
+
+impl From<ProtoError> for Error {
+    fn from(e: ProtoError) -> Self {
+        Error::Protocol(e.to_string())
+    }
+}

@@ -1,0 +1,27 @@
+//! Blocking Rust client for `sparkd`.
+//!
+//! - [`Client`]: one connection, usable from any thread (`Send + Sync`; one exchange at a time holds its
+//!   lock). Hello on connect, typed requests, pipelining, one-way sends.
+//! - [`CacheClient`]: the typed Shader and Asset caches ([`Client::shader`], [`Client::asset`]), with large
+//!   blobs streamed transparently.
+//! - [`Error`] tells apart a daemon that is not running, a transport failure, a protocol violation and an
+//!   ErrorResponse from the daemon.
+
+mod cache;
+mod conn;
+mod error;
+
+pub use cache::{AssetCache, CacheClient, ShaderCache};
+pub use conn::{Client, ClientOptions};
+pub use error::{Error, Result};
+pub use spark_proto;
+pub use spark_proto::cache::{AssetKey, CacheStats, ShaderKey};
+pub use spark_proto::control::{HelloResponse, StatsResponse, VersionResponse};
+
+/// The default socket path for this user (same rule as the daemon's).
+pub fn default_socket_path() -> std::path::PathBuf {
+    spark_proto::default_socket_path(
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+        rustix::process::geteuid().as_raw(),
+    )
+}
