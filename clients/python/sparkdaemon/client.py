@@ -126,11 +126,26 @@ class _Conn:
                 raise TransportError("the daemon closed the connection")
             mv = mv[n:]
 
+    def _recv_some(self, n: int) -> bytes:
+        try:
+            data = self.sock.recv(n)
+        except socket.timeout:
+            raise TransportError(f"timed out after {self.timeout}s waiting for the daemon") from None
+        except OSError as e:
+            raise TransportError(f"connection to the daemon lost while receiving: {e}") from e
+        if not data:
+            raise TransportError("the daemon closed the connection")
+        return data
+
     def read_payload(self, n: int) -> bytes:
         if n == 0:
             return b""
+        first = self._recv_some(n)  # usually the whole payload: no extra copy
+        if len(first) == n:
+            return first
         buf = bytearray(n)
-        self._recv_into(memoryview(buf))
+        buf[: len(first)] = first
+        self._recv_into(memoryview(buf)[len(first) :])
         return bytes(buf)
 
     def read_header(self) -> p.FrameHeader:
@@ -254,10 +269,11 @@ class _Simple(_Op):
     """One request message, one reply message, optionally converted."""
 
     def __init__(self, service: int, msg: p.Message, reply: type, convert: Optional[Callable] = None) -> None:
-        self.service, self.msg, self.reply, self.convert = service, msg, reply, convert
+        self.service, self.reply, self.convert = service, reply, convert
+        self.msg_type, self.payload = msg.TYPE, msg.encode()  # arguments are checked before anything is sent
 
     def write(self, conn: _Conn) -> None:
-        conn.send_message(self.service, self.msg)
+        conn.send_frame(self.service, self.msg_type, self.payload)
 
     def read(self, conn: _Conn) -> Any:
         m = conn.read_reply(self.service, self.reply)
@@ -283,6 +299,7 @@ class _Ping(_Op):
 
 class _Raw(_Op):
     def __init__(self, service: int, msg_type: int, payload: bytes) -> None:
+        p.encode_header(len(payload), service, msg_type)  # checks the fields before anything is sent
         self.service, self.msg_type, self.payload = service, msg_type, payload
 
     def write(self, conn: _Conn) -> None:
@@ -308,9 +325,10 @@ class _Get(_Op):
 
     def __init__(self, service: int, key: p.CacheKey, fileobj: Optional[BinaryIO] = None) -> None:
         self.service, self.key, self.fileobj = service, key, fileobj
+        self.key_bytes = key.encode()
 
     def write(self, conn: _Conn) -> None:
-        conn.send_frame(self.service, p.CACHE_GET, self.key.encode())
+        conn.send_frame(self.service, p.CACHE_GET, self.key_bytes)
 
     def read(self, conn: _Conn) -> Any:
         r = conn.read_reply(self.service, p.GetResponse)
@@ -758,8 +776,9 @@ class Client(_ControlApi):
             try:
                 op.write(conn)
             except BaseException as e:
-                # A request cut off half way leaves the connection unusable; one never started does not.
-                if conn.sent != sent_before or isinstance(e, TransportError):
+                # A request cut off half way leaves the connection unusable; one refused before anything was
+                # sent (bad arguments, a short inline file) does not.
+                if conn.sent != sent_before or isinstance(e, (TransportError, DaemonError)):
                     self._drop()
                 raise
             try:
