@@ -72,7 +72,6 @@ def test_lazy_connect_and_reconnect_after_close(cache_fake):
 
 def test_inline_streamed_boundary(cache_fake):
     """A put whose frame is exactly 16 MiB goes inline; one byte more is streamed in 1 MiB chunks."""
-    frames = []
     with Client(cache_fake.path) as c:
         key_len = len(p.ShaderKey(5, 1, 1).encode())
         exact = os.urandom(p.MAX_PAYLOAD - key_len)
@@ -417,3 +416,22 @@ def test_fork_child_opens_its_own_connection(cache_fake):
     c.ping(b"parent")
     assert cache_fake.accepted == 2
     c.close()
+
+
+def test_bad_arguments_fail_before_sending(cache_fake):
+    from sparkdaemon.errors import FrameTooLarge
+
+    with Client(cache_fake.path) as c:
+        pipe = c.pipeline()
+        with pytest.raises(ValueError):
+            pipe.shader.exists(0, 300, 0)  # rejected when queued
+        with pytest.raises(ValueError):
+            pipe.asset.invalidate("x" * 70000)
+        pipe.ping()
+        assert len(pipe) == 1
+        assert isinstance(pipe.execute()[0], float)
+        with pytest.raises(FrameTooLarge):
+            c.request_raw(p.SERVICE_CONTROL, p.CONTROL_PING, bytes(p.MAX_PAYLOAD + 1))
+        assert c.connected
+        c.ping()
+    assert cache_fake.accepted == 1
