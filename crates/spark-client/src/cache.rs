@@ -36,7 +36,8 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
     pub fn get(&self, key: &K) -> Result<Option<Bytes>> {
         let mut out: Option<BytesMut> = None;
         let found = self.get_with(key, |c, total| {
-            let buf = out.get_or_insert_with(|| BytesMut::with_capacity(total.min(1 << 30) as usize));
+            let buf =
+                out.get_or_insert_with(|| BytesMut::with_capacity(total.min(1 << 30) as usize));
             buf.extend_from_slice(c);
             Ok(())
         })?;
@@ -52,7 +53,8 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
         let mut n = 0u64;
         let found = self.get_with(key, |c, _| {
             n += c.len() as u64;
-            w.write_all(c).map_err(|e| Error::Protocol(format!("cannot write the blob out: {e}")))
+            w.write_all(c)
+                .map_err(|e| Error::Protocol(format!("cannot write the blob out: {e}")))
         })?;
         Ok(match found {
             Some(Inline(b)) => {
@@ -66,7 +68,11 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
     }
 
     /// Sends a Get; an inline blob is returned, a streamed one is fed to `sink` chunk by chunk and verified.
-    fn get_with(&self, key: &K, mut sink: impl FnMut(&[u8], u64) -> Result<()>) -> Result<Option<Got>> {
+    fn get_with(
+        &self,
+        key: &K,
+        mut sink: impl FnMut(&[u8], u64) -> Result<()>,
+    ) -> Result<Option<Got>> {
         let mut c = self.client.lock();
         c.write_msg(self.service, &Get { key: key.clone() })?;
         c.flush()?;
@@ -118,7 +124,9 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
             if let Err(e) = r.read_exact(&mut buf[..n]) {
                 // The daemon is owed the rest of the stream; the connection cannot be reused.
                 drop(c);
-                return Err(Error::Protocol(format!("cannot read the blob to send: {e}")));
+                return Err(Error::Protocol(format!(
+                    "cannot read the blob to send: {e}"
+                )));
             }
             hasher.update(&buf[..n]);
             c.write_frame(self.service, msg::STREAM_CHUNK, &buf[..n])?;
@@ -137,7 +145,9 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
 
     /// Whether `key` is cached, and its size. Counts neither a hit nor a miss.
     pub fn exists(&self, key: &K) -> Result<Option<u64>> {
-        let r: ExistsResponse = self.client.call(self.service, &Exists { key: key.clone() })?;
+        let r: ExistsResponse = self
+            .client
+            .call(self.service, &Exists { key: key.clone() })?;
         Ok(r.exists.then_some(r.size))
     }
 
@@ -155,7 +165,9 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
 impl CacheClient<'_, AssetKey> {
     /// Drops every platform variant of `path`; returns how many there were.
     pub fn invalidate(&self, path: &str) -> Result<u32> {
-        let r: InvalidateResponse = self.client.call(self.service, &Invalidate { path: path.into() })?;
+        let r: InvalidateResponse = self
+            .client
+            .call(self.service, &Invalidate { path: path.into() })?;
         Ok(r.dropped)
     }
 }
@@ -168,19 +180,29 @@ use Got::*;
 
 /// Reads the chunks and end of a streamed reply, checking length and checksum. An ErrorResponse in place
 /// of the end (the daemon found the blob corrupt) is returned as [`Error::Daemon`].
-fn read_stream(c: &mut Conn, service: u16, total: u64, sink: &mut impl FnMut(&[u8], u64) -> Result<()>) -> Result<()> {
+fn read_stream(
+    c: &mut Conn,
+    service: u16,
+    total: u64,
+    sink: &mut impl FnMut(&[u8], u64) -> Result<()>,
+) -> Result<()> {
     let mut got = 0u64;
     let mut hasher = BlobHasher::new();
     loop {
         let f = c.read_reply()?;
         if f.service != service {
-            return Err(Error::Protocol(format!("stream frame for service 0x{:04x}", f.service)));
+            return Err(Error::Protocol(format!(
+                "stream frame for service 0x{:04x}",
+                f.service
+            )));
         }
         match f.msg_type {
             msg::STREAM_CHUNK => {
                 got += f.payload.len() as u64;
                 if got > total {
-                    return Err(Error::Protocol(format!("stream longer than its announced {total} bytes")));
+                    return Err(Error::Protocol(format!(
+                        "stream longer than its announced {total} bytes"
+                    )));
                 }
                 hasher.update(&f.payload);
                 sink(&f.payload, total)?;
@@ -188,14 +210,20 @@ fn read_stream(c: &mut Conn, service: u16, total: u64, sink: &mut impl FnMut(&[u
             msg::STREAM_END => {
                 let end = StreamEnd::decode(&f.payload)?;
                 if got != total {
-                    return Err(Error::Protocol(format!("stream ended after {got} of {total} bytes")));
+                    return Err(Error::Protocol(format!(
+                        "stream ended after {got} of {total} bytes"
+                    )));
                 }
                 if end.checksum != 0 && end.checksum != hasher.digest128() {
                     return Err(Error::Protocol("streamed blob failed its checksum".into()));
                 }
                 return Ok(());
             }
-            t => return Err(Error::Protocol(format!("unexpected message 0x{t:04x} in a stream"))),
+            t => {
+                return Err(Error::Protocol(format!(
+                    "unexpected message 0x{t:04x} in a stream"
+                )));
+            }
         }
     }
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use spark_proto::control::*;
-use spark_proto::{ErrorResponse, Frame, FrameHeader, HEADER_LEN, Message, PROTOCOL_VERSION, msg, service};
+use spark_proto::{
+    ErrorResponse, Frame, FrameHeader, HEADER_LEN, Message, PROTOCOL_VERSION, msg, service,
+};
 
 use crate::cache::{AssetCache, ShaderCache};
 use crate::error::{Error, Result};
@@ -54,9 +56,17 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Queues a frame; large payloads are written straight from their buffer.
-    pub(crate) fn write_frame(&mut self, service: u16, msg_type: u16, payload: &[u8]) -> Result<()> {
+    pub(crate) fn write_frame(
+        &mut self,
+        service: u16,
+        msg_type: u16,
+        payload: &[u8],
+    ) -> Result<()> {
         if payload.len() > spark_proto::MAX_PAYLOAD {
-            return Err(Error::Protocol(format!("payload of {} bytes exceeds the frame limit", payload.len())));
+            return Err(Error::Protocol(format!(
+                "payload of {} bytes exceeds the frame limit",
+                payload.len()
+            )));
         }
         let h = FrameHeader {
             len: payload.len() as u32,
@@ -203,7 +213,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,14 +233,20 @@ impl Client {
     pub fn connect_with(path: impl AsRef<Path>, opts: &ClientOptions) -> Result<Client> {
         let path = path.as_ref().to_path_buf();
         let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NotRunning {
-                path: path.clone(),
-                source: e,
-            },
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                Error::NotRunning {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
             _ => Error::Transport(e),
         })?;
-        stream.set_read_timeout(opts.io_timeout).map_err(Error::Transport)?;
-        stream.set_write_timeout(opts.io_timeout).map_err(Error::Transport)?;
+        stream
+            .set_read_timeout(opts.io_timeout)
+            .map_err(Error::Transport)?;
+        stream
+            .set_write_timeout(opts.io_timeout)
+            .map_err(Error::Transport)?;
         let mut conn = Conn {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),

@@ -8,7 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Nothing listens at the socket path: the daemon is not running.
-    #[error("sparkd is not running at {path} ({source}); start it with `sparkd`, or enable auto-spawn")]
+    #[error(
+        "sparkd is not running at {path} ({source}); start it with `sparkd`, or enable auto-spawn"
+    )]
     NotRunning {
         path: PathBuf,
         #[source]

@@ -89,7 +89,10 @@ impl Config {
         let (socket, default_socket) = match &a.socket {
             Some(p) => (p.clone(), false),
             None => (
-                spark_proto::default_socket_path(std::env::var_os("XDG_RUNTIME_DIR").as_deref(), uid),
+                spark_proto::default_socket_path(
+                    std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+                    uid,
+                ),
                 true,
             ),
         };
@@ -101,10 +104,18 @@ impl Config {
                 Some(r) => Some(r.clone()),
                 None => default_cache_root(),
             };
-            shader.dir = a.cache_dir.clone().or_else(|| root.as_ref().map(|r| r.join("shader")));
-            asset.dir = a.asset_cache_dir.clone().or_else(|| root.as_ref().map(|r| r.join("asset")));
+            shader.dir = a
+                .cache_dir
+                .clone()
+                .or_else(|| root.as_ref().map(|r| r.join("shader")));
+            asset.dir = a
+                .asset_cache_dir
+                .clone()
+                .or_else(|| root.as_ref().map(|r| r.join("asset")));
             if shader.dir.is_none() || asset.dir.is_none() {
-                anyhow::bail!("cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-root");
+                anyhow::bail!(
+                    "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-root"
+                );
             }
         }
         shader.disk_budget = a.shader_cache_max_mb.saturating_mul(MB);

@@ -78,10 +78,12 @@ impl Conn {
             self.rbuf.reserve(want.clamp(4096, 1 << 20));
             let n = match deadline {
                 None => self.stream.read_buf(&mut self.rbuf).await?,
-                Some(d) => match tokio::time::timeout_at(d, self.stream.read_buf(&mut self.rbuf)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(ConnError::FrameTimeout(self.frame_timeout)),
-                },
+                Some(d) => {
+                    match tokio::time::timeout_at(d, self.stream.read_buf(&mut self.rbuf)).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(ConnError::FrameTimeout(self.frame_timeout)),
+                    }
+                }
             };
             if n == 0 {
                 return Err(if self.rbuf.is_empty() {
@@ -133,7 +135,12 @@ impl Conn {
 
     /// Sends a frame whose payload is an existing buffer (blob bodies), without copying large payloads:
     /// the header and payload go out in one vectored write.
-    pub async fn send_raw(&mut self, service: u16, msg_type: u16, payload: &Bytes) -> Result<(), ConnError> {
+    pub async fn send_raw(
+        &mut self,
+        service: u16,
+        msg_type: u16,
+        payload: &Bytes,
+    ) -> Result<(), ConnError> {
         if payload.len() > spark_proto::MAX_PAYLOAD {
             return Err(ProtoError::FrameTooLarge {
                 len: payload.len() as u64,

@@ -23,7 +23,9 @@ use tracing::info;
 pub use config::{Args, Config};
 
 /// Opens the stores and builds the service table. Adding a service is one `register` line here.
-pub fn build_registry(config: &Config) -> anyhow::Result<(registry::Registry, Vec<spark_store::Store>)> {
+pub fn build_registry(
+    config: &Config,
+) -> anyhow::Result<(registry::Registry, Vec<spark_store::Store>)> {
     let mut reg = registry::Registry::default();
     reg.register(Arc::new(services::control::ControlService));
     let shader = open_store(&config.shader)?;
@@ -38,7 +40,10 @@ fn open_store(cfg: &spark_store::StoreConfig) -> anyhow::Result<spark_store::Sto
         format!(
             "cannot open the {} cache{}",
             cfg.name,
-            cfg.dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+            cfg.dir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
         )
     })?;
     let mb = |b: u64| b / (1024 * 1024);
@@ -48,20 +53,34 @@ fn open_store(cfg: &spark_store::StoreConfig) -> anyhow::Result<spark_store::Sto
         rep.entries,
         mb(rep.bytes_on_disk),
         rep.index_load_time.as_secs_f64() * 1000.0,
-        cfg.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "none (memory only)".into()),
+        cfg.dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "none (memory only)".into()),
         mb(cfg.memory_budget),
-        if cfg.disk_budget == 0 { "unbounded".to_string() } else { format!("{} MiB", mb(cfg.disk_budget)) },
-        if rep.trimmed_at_start > 0 { format!("; {} evicted to fit the budget", rep.trimmed_at_start) } else { String::new() },
+        if cfg.disk_budget == 0 {
+            "unbounded".to_string()
+        } else {
+            format!("{} MiB", mb(cfg.disk_budget))
+        },
+        if rep.trimmed_at_start > 0 {
+            format!("; {} evicted to fit the budget", rep.trimmed_at_start)
+        } else {
+            String::new()
+        },
     );
     Ok(store)
 }
 
 /// Runs a daemon with `config` to completion on a new runtime: takes the socket, opens the stores, serves.
 pub fn run(config: Config) -> Result<(), RunError> {
-    let ownership = server::take_socket(&config.socket, config.default_socket).map_err(|e| match e {
-        server::OwnershipError::AlreadyRunning { .. } => RunError::AlreadyRunning(e.to_string()),
-        server::OwnershipError::Other(e) => RunError::Fatal(e),
-    })?;
+    let ownership =
+        server::take_socket(&config.socket, config.default_socket).map_err(|e| match e {
+            server::OwnershipError::AlreadyRunning { .. } => {
+                RunError::AlreadyRunning(e.to_string())
+            }
+            server::OwnershipError::Other(e) => RunError::Fatal(e),
+        })?;
     let (registry, stores) = build_registry(&config).map_err(RunError::Fatal)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

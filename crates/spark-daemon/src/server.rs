@@ -18,8 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::conn::{Conn, ConnError};
 use crate::config::Config;
+use crate::conn::{Conn, ConnError};
 use crate::registry::{HandlerError, Registry, Request, unknown_service};
 
 /// How long shutdown waits for in-flight requests before exiting anyway (the promise is 500 ms in total).
@@ -86,7 +86,10 @@ fn process_alive(pid: u32) -> bool {
         return false;
     };
     // EPERM means it exists but belongs to someone else: alive.
-    !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH))
+    !matches!(
+        rustix::process::test_kill_process(p),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 /// Counts a connection for its lifetime.
@@ -116,7 +119,9 @@ pub struct SocketOwnership {
 /// Why this daemon cannot own the socket path.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnershipError {
-    #[error("another sparkd already serves {path} (lock {lock} is held); not starting a second one")]
+    #[error(
+        "another sparkd already serves {path} (lock {lock} is held); not starting a second one"
+    )]
     AlreadyRunning { path: PathBuf, lock: PathBuf },
     #[error("{0}")]
     Other(#[from] anyhow::Error),
@@ -153,8 +158,12 @@ pub fn take_socket(path: &Path, is_default: bool) -> Result<SocketOwnership, Own
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            info!("replacing stale socket {} left by a daemon that is gone", path.display());
-            std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+            info!(
+                "replacing stale socket {} left by a daemon that is gone",
+                path.display()
+            );
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
         }
         Ok(_) => {
             return Err(anyhow::anyhow!(
@@ -220,7 +229,11 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Runs the daemon until shutdown. Returns an error (non-zero exit) on a fatal accept failure.
-pub async fn run(config: Config, ownership: SocketOwnership, state: Arc<ServerState>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    ownership: SocketOwnership,
+    state: Arc<ServerState>,
+) -> anyhow::Result<()> {
     let listener = bind(&ownership.path)?;
     info!(
         socket = %ownership.path.display(),
@@ -246,7 +259,11 @@ pub async fn run(config: Config, ownership: SocketOwnership, state: Arc<ServerSt
     result
 }
 
-async fn accept_loop(listener: &UnixListener, state: &Arc<ServerState>, config: &Config) -> anyhow::Result<()> {
+async fn accept_loop(
+    listener: &UnixListener,
+    state: &Arc<ServerState>,
+    config: &Config,
+) -> anyhow::Result<()> {
     let mut shutdown = state.shutdown.subscribe();
     let mut transient_errors = 0u32;
     loop {
@@ -283,7 +300,14 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
     use rustix::io::Errno;
     matches!(
         e.raw_os_error().map(Errno::from_raw_os_error),
-        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM | Errno::CONNABORTED | Errno::INTR)
+        Some(
+            Errno::MFILE
+                | Errno::NFILE
+                | Errno::NOBUFS
+                | Errno::NOMEM
+                | Errno::CONNABORTED
+                | Errno::INTR
+        )
     )
 }
 
@@ -310,7 +334,8 @@ async fn serve_conn(stream: UnixStream, state: &Arc<ServerState>, frame_timeout:
             Err(ConnError::Proto(e)) => {
                 // An oversize or undecodable header: the stream cannot be resynchronised.
                 debug!("closing connection: {e}");
-                let err = ErrorResponse::new(ErrorCode::TooLarge, format!("{e}; closing the connection"));
+                let err =
+                    ErrorResponse::new(ErrorCode::TooLarge, format!("{e}; closing the connection"));
                 let _ = conn.send_error(service::CONTROL, &err).await;
                 break;
             }
@@ -331,10 +356,17 @@ async fn serve_conn(stream: UnixStream, state: &Arc<ServerState>, frame_timeout:
 }
 
 /// Routes one frame to its service and turns handler errors into ErrorResponses. `Err` closes the connection.
-async fn dispatch(frame: spark_proto::Frame, conn: &mut Conn, state: &Arc<ServerState>) -> Result<(), ()> {
+async fn dispatch(
+    frame: spark_proto::Frame,
+    conn: &mut Conn,
+    state: &Arc<ServerState>,
+) -> Result<(), ()> {
     let service_id = frame.service;
     let Some(svc) = state.registry.get(service_id).cloned() else {
-        return conn.send_error(service_id, &unknown_service(service_id)).await.map_err(|_| ());
+        return conn
+            .send_error(service_id, &unknown_service(service_id))
+            .await
+            .map_err(|_| ());
     };
     match svc.handle(Request { frame, conn, state }).await {
         Ok(()) => Ok(()),
@@ -367,7 +399,10 @@ fn check_peer(conn: &Conn) -> Result<(), String> {
 
 fn spawn_signal_handlers(state: &Arc<ServerState>) {
     use tokio::signal::unix::{SignalKind, signal};
-    for (kind, name) in [(SignalKind::terminate(), "SIGTERM"), (SignalKind::interrupt(), "SIGINT")] {
+    for (kind, name) in [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+    ] {
         let state = state.clone();
         match signal(kind) {
             Ok(mut s) => {
@@ -401,13 +436,23 @@ fn spawn_lifetime_monitor(state: &Arc<ServerState>, config: &Config) {
             let no_clients = state.current_connections.load(Ordering::SeqCst) == 0;
             if let (Some(idle), true) = (idle, no_clients) {
                 let left = state.last_client_left_ms.load(Ordering::Relaxed);
-                let idle_for = state.started.elapsed().saturating_sub(Duration::from_millis(left));
+                let idle_for = state
+                    .started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(left));
                 if idle_for >= idle {
-                    state.request_shutdown(&format!("no client for {}s (--idle-timeout)", idle.as_secs()));
+                    state.request_shutdown(&format!(
+                        "no client for {}s (--idle-timeout)",
+                        idle.as_secs()
+                    ));
                     return;
                 }
             }
-            if sponsors && state.had_sponsor.load(Ordering::Relaxed) && state.live_sponsors() == 0 && no_clients {
+            if sponsors
+                && state.had_sponsor.load(Ordering::Relaxed)
+                && state.live_sponsors() == 0
+                && no_clients
+            {
                 state.request_shutdown("every sponsor process has exited (--exit-with-sponsors)");
                 return;
             }

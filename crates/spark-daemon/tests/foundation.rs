@@ -28,7 +28,10 @@ fn ping_version_stats_and_hello() {
     assert!(s.current_connections >= 1);
     assert!(s.total_connections >= 1);
     let c2 = d.client();
-    assert_eq!(c2.stats().unwrap().current_connections, s.current_connections + 1);
+    assert_eq!(
+        c2.stats().unwrap().current_connections,
+        s.current_connections + 1
+    );
 }
 
 #[test]
@@ -46,8 +49,15 @@ fn socket_dir_and_file_modes() {
         .args(["--log-level", "warn"])
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || Client::connect(&sock).is_ok()));
-    let dmode = std::fs::metadata(sock.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    assert!(eventually(Duration::from_secs(10), || Client::connect(
+        &sock
+    )
+    .is_ok()));
+    let dmode = std::fs::metadata(sock.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dmode, 0o700);
     Client::connect(&sock).unwrap().shutdown().unwrap();
     assert!(child.wait().unwrap().success());
@@ -57,17 +67,29 @@ fn socket_dir_and_file_modes() {
 fn unknown_service_and_message_get_errors_and_connection_survives() {
     let d = Daemon::start(&[]);
     let c = d.client();
-    let err = c.request(&Frame::new(0x7777, 1, Bytes::new()).unwrap()).unwrap_err();
+    let err = c
+        .request(&Frame::new(0x7777, 1, Bytes::new()).unwrap())
+        .unwrap_err();
     assert_eq!(err.daemon_code(), Some(ErrorCode::UnknownService), "{err}");
-    let err = c.request(&Frame::new(service::CONTROL, 0x0042, Bytes::new()).unwrap()).unwrap_err();
+    let err = c
+        .request(&Frame::new(service::CONTROL, 0x0042, Bytes::new()).unwrap())
+        .unwrap_err();
     assert_eq!(err.daemon_code(), Some(ErrorCode::UnknownMessage), "{err}");
-    let err = c.request(&Frame::new(service::SHADER, 0x0123, Bytes::new()).unwrap()).unwrap_err();
+    let err = c
+        .request(&Frame::new(service::SHADER, 0x0123, Bytes::new()).unwrap())
+        .unwrap_err();
     assert_eq!(err.daemon_code(), Some(ErrorCode::UnknownMessage));
     // A malformed payload for a known message.
-    let err = c.request(&Frame::new(service::SHADER, 0x0001, Bytes::from_static(&[1, 2])).unwrap()).unwrap_err();
+    let err = c
+        .request(&Frame::new(service::SHADER, 0x0001, Bytes::from_static(&[1, 2])).unwrap())
+        .unwrap_err();
     assert_eq!(err.daemon_code(), Some(ErrorCode::Malformed));
     let Error::Daemon(e) = &err else { panic!() };
-    assert!(e.message.contains("malformed"), "message says what went wrong: {}", e.message);
+    assert!(
+        e.message.contains("malformed"),
+        "message says what went wrong: {}",
+        e.message
+    );
     c.ping().expect("connection still usable");
 }
 
@@ -82,16 +104,34 @@ fn unsupported_protocol_version_is_refused_clearly() {
         pid: 1,
         client_name: "future".into(),
     };
-    let err = c.request(&hello.to_frame(service::CONTROL).unwrap()).unwrap_err();
-    let Error::Daemon(e) = err else { panic!("expected an ErrorResponse") };
+    let err = c
+        .request(&hello.to_frame(service::CONTROL).unwrap())
+        .unwrap_err();
+    let Error::Daemon(e) = err else {
+        panic!("expected an ErrorResponse")
+    };
     assert_eq!(e.kind(), ErrorCode::UnsupportedVersion);
-    assert!(e.message.contains("99") && e.message.contains("upgrade"), "{}", e.message);
+    assert!(
+        e.message.contains("99") && e.message.contains("upgrade"),
+        "{}",
+        e.message
+    );
 }
 
 fn ping_payload(c: &Client, tag: String) {
     let data = Bytes::from(tag);
-    let f = c.request(&Ping { data: data.clone() }.to_frame(service::CONTROL).unwrap()).unwrap();
-    assert_eq!(Pong::decode(&f.payload).unwrap().data, data, "reply belongs to this request");
+    let f = c
+        .request(
+            &Ping { data: data.clone() }
+                .to_frame(service::CONTROL)
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        Pong::decode(&f.payload).unwrap().data,
+        data,
+        "reply belongs to this request"
+    );
 }
 
 #[test]
@@ -104,7 +144,11 @@ fn sixteen_threads_shared_and_own_clients_never_interleave() {
         handles.push(std::thread::spawn(move || {
             for i in 0..200u64 {
                 ping_payload(&shared, format!("shared-{t}-{i}"));
-                let key = ShaderKey { source_hash: t << 32 | i, target: 1, stage: 2 };
+                let key = ShaderKey {
+                    source_hash: t << 32 | i,
+                    target: 1,
+                    stage: 2,
+                };
                 let blob = format!("blob {t} {i}").repeat((i % 7 + 1) as usize);
                 shared.shader().put(&key, blob.as_bytes()).unwrap();
                 assert_eq!(shared.shader().get(&key).unwrap().unwrap(), blob.as_bytes());
@@ -115,7 +159,11 @@ fn sixteen_threads_shared_and_own_clients_never_interleave() {
             let own = d.client();
             for i in 0..200u64 {
                 ping_payload(&own, format!("own-{t}-{i}"));
-                let key = ShaderKey { source_hash: (100 + t) << 32 | i, target: 3, stage: 4 };
+                let key = ShaderKey {
+                    source_hash: (100 + t) << 32 | i,
+                    target: 3,
+                    stage: 4,
+                };
                 let blob = format!("own {t} {i}");
                 own.shader().put(&key, blob.as_bytes()).unwrap();
                 assert_eq!(own.shader().get(&key).unwrap().unwrap(), blob.as_bytes());
@@ -132,13 +180,23 @@ fn a_thousand_pipelined_pings() {
     let d = Daemon::start(&[]);
     let c = d.client();
     let frames: Vec<Frame> = (0..1000)
-        .map(|i| Ping { data: Bytes::from(format!("p{i}")) }.to_frame(service::CONTROL).unwrap())
+        .map(|i| {
+            Ping {
+                data: Bytes::from(format!("p{i}")),
+            }
+            .to_frame(service::CONTROL)
+            .unwrap()
+        })
         .collect();
     let replies = c.pipeline(&frames).unwrap();
     assert_eq!(replies.len(), 1000);
     for (i, r) in replies.into_iter().enumerate() {
         let f = r.unwrap();
-        assert_eq!(Pong::decode(&f.payload).unwrap().data, Bytes::from(format!("p{i}")), "reply {i} in order");
+        assert_eq!(
+            Pong::decode(&f.payload).unwrap().data,
+            Bytes::from(format!("p{i}")),
+            "reply {i} in order"
+        );
     }
     // One-way sends keep the order too.
     c.send_one_way(&frames[0]).unwrap();
@@ -168,8 +226,11 @@ fn sigterm_and_sigint_shut_down_cleanly() {
     for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
         let mut d = Daemon::start(&[]);
         let _c = d.client();
-        rustix::process::kill_process(rustix::process::Pid::from_raw(d.pid() as i32).unwrap(), sig).unwrap();
-        let st = d.wait_exit(Duration::from_secs(5)).expect("exits on signal");
+        rustix::process::kill_process(rustix::process::Pid::from_raw(d.pid() as i32).unwrap(), sig)
+            .unwrap();
+        let st = d
+            .wait_exit(Duration::from_secs(5))
+            .expect("exits on signal");
         assert!(st.success(), "{sig:?}: {st}");
     }
 }
@@ -187,14 +248,20 @@ fn second_daemon_refuses_and_stale_socket_is_replaced() {
     let sock = tmp.path().join("s.sock");
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
-    assert!(matches!(Client::connect(&sock), Err(Error::NotRunning { .. })));
+    assert!(matches!(
+        Client::connect(&sock),
+        Err(Error::NotRunning { .. })
+    ));
     let mut child = std::process::Command::new(spark_testkit::sparkd_bin())
         .arg("--socket")
         .arg(&sock)
         .args(["--memory-only", "--log-level", "warn"])
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || Client::connect(&sock).is_ok()), "stale socket replaced");
+    assert!(
+        eventually(Duration::from_secs(10), || Client::connect(&sock).is_ok()),
+        "stale socket replaced"
+    );
     Client::connect(&sock).unwrap().shutdown().unwrap();
     child.wait().unwrap();
     // A path that is not a socket is never deleted.
@@ -239,7 +306,10 @@ fn connection_churn_leaves_nothing_behind() {
     });
     let (fds1, threads1) = (fd_count(pid), thread_count(pid));
     eprintln!("after 2000 cycles: fds {fds0} -> {fds1}, threads {threads0} -> {threads1}");
-    assert!(settled, "fds {fds0} -> {fds1}, threads {threads0} -> {threads1}");
+    assert!(
+        settled,
+        "fds {fds0} -> {fds1}, threads {threads0} -> {threads1}"
+    );
     let s = d.client().stats().unwrap();
     assert_eq!(s.current_connections, 1);
     assert!(s.total_connections >= 2051);

@@ -104,7 +104,10 @@ pub trait Message: Sized {
 
 /// Where the daemon listens when no path is given: `$XDG_RUNTIME_DIR/spark/sparkd.sock`, else
 /// `/tmp/spark-<uid>/sparkd.sock`. Pure: the caller passes the environment value and the uid.
-pub fn default_socket_path(xdg_runtime_dir: Option<&std::ffi::OsStr>, uid: u32) -> std::path::PathBuf {
+pub fn default_socket_path(
+    xdg_runtime_dir: Option<&std::ffi::OsStr>,
+    uid: u32,
+) -> std::path::PathBuf {
     match xdg_runtime_dir {
         Some(d) if !d.is_empty() => std::path::Path::new(d).join("spark").join("sparkd.sock"),
         _ => std::path::PathBuf::from(format!("/tmp/spark-{uid}")).join("sparkd.sock"),

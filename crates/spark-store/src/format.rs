@@ -219,7 +219,10 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], FormatError> {
-        let s = self.b.get(self.pos..self.pos + n).ok_or(FormatError::Truncated)?;
+        let s = self
+            .b
+            .get(self.pos..self.pos + n)
+            .ok_or(FormatError::Truncated)?;
         self.pos += n;
         Ok(s)
     }
@@ -227,10 +230,14 @@ impl Cursor<'_> {
         Ok(self.take(1)?[0])
     }
     fn u64(&mut self) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn u128(&mut self) -> Result<u128, FormatError> {
-        Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
+        Ok(u128::from_le_bytes(
+            self.take(16)?.try_into().expect("16 bytes"),
+        ))
     }
     fn key(&mut self) -> Result<Vec<u8>, FormatError> {
         let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
@@ -249,7 +256,11 @@ pub fn blob_file_name(id: u64) -> String {
 /// Parses a blob file name strictly: exactly 16 lowercase hex digits then `.blob`; anything else is `None`.
 pub fn parse_blob_file_name(name: &str) -> Option<u64> {
     let hex = name.strip_suffix(".blob")?;
-    if hex.len() != 16 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+    if hex.len() != 16
+        || !hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()

@@ -40,7 +40,8 @@ impl IndexLog {
         let mut data = Vec::new();
         match File::open(&path) {
             Ok(mut f) => {
-                f.read_to_end(&mut data).map_err(|e| StoreError::io("read", &path, e))?;
+                f.read_to_end(&mut data)
+                    .map_err(|e| StoreError::io("read", &path, e))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("open", &path, e)),
@@ -97,14 +98,17 @@ impl IndexLog {
             .open(&path)
             .map_err(|e| StoreError::io("open", &path, e))?;
         if data.is_empty() {
-            file.set_len(0).map_err(|e| StoreError::io("truncate", &path, e))?;
-            file.write_all(INDEX_MAGIC).map_err(|e| StoreError::io("write", &path, e))?;
+            file.set_len(0)
+                .map_err(|e| StoreError::io("truncate", &path, e))?;
+            file.write_all(INDEX_MAGIC)
+                .map_err(|e| StoreError::io("write", &path, e))?;
             good_end = INDEX_MAGIC.len();
         } else if good_end < data.len() {
             // Cut off a torn tail so new records do not follow garbage. (Mid-log damage is removed later,
             // when the store rewrites the log.)
             if !replay.damaged_mid_log {
-                file.set_len(good_end as u64).map_err(|e| StoreError::io("truncate", &path, e))?;
+                file.set_len(good_end as u64)
+                    .map_err(|e| StoreError::io("truncate", &path, e))?;
             } else {
                 good_end = data.len();
             }
@@ -113,7 +117,8 @@ impl IndexLog {
         file.seek(std::io::SeekFrom::Start(good_end as u64))
             .map_err(|e| StoreError::io("seek", &path, e))?;
         if fsync {
-            file.sync_all().map_err(|e| StoreError::io("fsync", &path, e))?;
+            file.sync_all()
+                .map_err(|e| StoreError::io("fsync", &path, e))?;
         }
         Ok((
             IndexLog {
@@ -140,13 +145,15 @@ impl IndexLog {
         }
         self.len += self.buf.len() as u64;
         if self.fsync && !matches!(rec, Record::Del { .. }) {
-            self.file.sync_data().map_err(|e| StoreError::io("fsync", &self.path, e))?;
+            self.file
+                .sync_data()
+                .map_err(|e| StoreError::io("fsync", &self.path, e))?;
         }
         Ok(())
     }
 
     /// Replaces the log with exactly `records` (atomically: temp file, fsync, rename).
-    pub fn rewrite<'a>(&mut self, records: impl Iterator<Item = Record>) -> Result<(), StoreError> {
+    pub fn rewrite(&mut self, records: impl Iterator<Item = Record>) -> Result<(), StoreError> {
         let tmp = self.path.with_extension("log.tmp");
         let mut out = Vec::with_capacity(1 << 20);
         out.extend_from_slice(INDEX_MAGIC);
@@ -160,7 +167,8 @@ impl IndexLog {
             .read(true)
             .open(&tmp)
             .map_err(|e| StoreError::io("create", &tmp, e))?;
-        f.write_all(&out).map_err(|e| StoreError::io("write", &tmp, e))?;
+        f.write_all(&out)
+            .map_err(|e| StoreError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| StoreError::io("rename", &tmp, e))?;
         if let Some(dir) = self.path.parent() {

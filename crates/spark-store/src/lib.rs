@@ -104,7 +104,9 @@ impl StoreConfig {
 /// Store failures. Each says what went wrong and, where there is one, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no space left on device writing {path}: free disk space or lower the cache's disk budget")]
+    #[error(
+        "no space left on device writing {path}: free disk space or lower the cache's disk budget"
+    )]
     NoSpace { path: PathBuf },
     #[error("blob of {size} bytes exceeds the maximum of {max} bytes (raise --max-blob-mb)")]
     TooLarge { size: u64, max: u64 },
@@ -112,7 +114,9 @@ pub enum StoreError {
     StreamMismatch(String),
     #[error("stored blob failed its integrity check and was dropped: {0}")]
     Corrupt(String),
-    #[error("{path} was written by a newer sparkd (format '{found}'); upgrade sparkd or use another cache directory")]
+    #[error(
+        "{path} was written by a newer sparkd (format '{found}'); upgrade sparkd or use another cache directory"
+    )]
     NewerFormat { path: PathBuf, found: String },
     #[error("{op} {path}: {source}")]
     Io {

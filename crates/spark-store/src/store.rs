@@ -152,7 +152,7 @@ pub enum ColdRead {
     /// The whole blob, verified.
     Whole(Bytes),
     /// A large blob to stream; verified as it is read.
-    Stream(BlobReader),
+    Stream(Box<BlobReader>),
     /// Gone (removed meanwhile, or dropped as corrupt): a miss.
     Gone,
 }
@@ -230,7 +230,12 @@ impl Store {
                     first_session_id: first,
                     fsync: cfg.durability == Durability::Fsync,
                 };
-                (Some(disk), Some(log), replay.records, replay.damaged_mid_log)
+                (
+                    Some(disk),
+                    Some(log),
+                    replay.records,
+                    replay.damaged_mid_log,
+                )
             }
         };
         let store = Store {
@@ -268,7 +273,8 @@ impl Store {
             let mut w = store.writer();
             let before = store.inner.counters.evictions.load(Ordering::Relaxed);
             store.evict_disk_locked(&mut w);
-            report.trimmed_at_start = store.inner.counters.evictions.load(Ordering::Relaxed) - before;
+            report.trimmed_at_start =
+                store.inner.counters.evictions.load(Ordering::Relaxed) - before;
         }
         Ok((store, report))
     }
@@ -316,7 +322,10 @@ impl Store {
                     removed: false,
                 }),
             });
-            self.shard(&key).write().unwrap_or_else(|e| e.into_inner()).insert(key.into(), e);
+            self.shard(&key)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.into(), e);
         }
     }
 
@@ -337,7 +346,11 @@ impl Store {
     }
 
     fn find(&self, key: &[u8]) -> Option<Arc<Entry>> {
-        self.shard(key).read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.shard(key)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -356,7 +369,10 @@ impl Store {
             self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Hit(b);
         }
-        Lookup::Cold(ColdEntry { key: key.into(), entry: e })
+        Lookup::Cold(ColdEntry {
+            key: key.into(),
+            entry: e,
+        })
     }
 
     /// Reads a cold entry from disk (blocking). Small blobs are verified whole and promoted to the memory
@@ -368,7 +384,11 @@ impl Store {
             return Ok(ColdRead::Gone);
         };
         let path = disk.blob_path(entry.file_id);
-        let mut file = match OpenOptions::new().read(true).custom_flags(nofollow()).open(&path) {
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow())
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Replaced or evicted meanwhile, or lost: a miss, and forget it if it is still indexed.
@@ -382,7 +402,9 @@ impl Store {
         let header_ok = match file.read_exact(&mut head) {
             Ok(()) => match BlobHeader::decode(&head) {
                 Ok(h) => {
-                    h.key_len as usize == key.len() && h.body_len == entry.size && head[BLOB_HEADER_LEN..] == key[..]
+                    h.key_len as usize == key.len()
+                        && h.body_len == entry.size
+                        && head[BLOB_HEADER_LEN..] == key[..]
                 }
                 Err(_) => false,
             },
@@ -396,16 +418,18 @@ impl Store {
         let mut hasher = Xxh3::new();
         hasher.update(&head);
         if entry.size > SMALL_READ_MAX {
-            return Ok(ColdRead::Stream(BlobReader {
-                store: self.clone(),
-                key,
-                entry,
-                file,
-                remaining: 0,
-                hasher,
-                done: false,
-            }
-            .start()));
+            return Ok(ColdRead::Stream(Box::new(
+                BlobReader {
+                    store: self.clone(),
+                    key,
+                    entry,
+                    file,
+                    remaining: 0,
+                    hasher,
+                    done: false,
+                }
+                .start(),
+            )));
         }
         let mut buf = BytesMut::zeroed(entry.size as usize + BLOB_TRAILER_LEN);
         match file.read_exact(&mut buf) {
@@ -471,7 +495,9 @@ impl Store {
             }
             m.bytes = Some(body.clone());
         }
-        self.inner.mem_used.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.inner
+            .mem_used
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         self.inner.entries_mem.fetch_add(1, Ordering::Relaxed);
         self.trim_memory();
     }
@@ -500,7 +526,9 @@ impl Store {
             return Ok(true);
         };
         let id = self.alloc_id(disk)?;
-        let checksum = self.retry_on_full(format::file_len(key.len(), size), || disk.write_blob(id, key, &data))?;
+        let checksum = self.retry_on_full(format::file_len(key.len(), size), || {
+            disk.write_blob(id, key, &data)
+        })?;
         let hot = (size <= self.mem_admit_limit()).then_some(data);
         self.commit(key, size, id, checksum, hot)?;
         Ok(true)
@@ -532,7 +560,7 @@ impl Store {
             let mut head = header.to_vec();
             head.extend_from_slice(key);
             pending.write(&head)?;
-            Sink::File(pending)
+            Sink::File(Box::new(pending))
         } else {
             Sink::Memory(BytesMut::new())
         };
@@ -582,7 +610,11 @@ impl Store {
 
     /// Runs a disk write; on "disk full", evicts about `need` bytes of the coldest entries and tries once
     /// more, so a full disk degrades into a smaller cache rather than failed puts.
-    fn retry_on_full<T>(&self, need: u64, mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn retry_on_full<T>(
+        &self,
+        need: u64,
+        mut f: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         match f() {
             Err(StoreError::NoSpace { path }) => {
                 let freed = self.evict_bytes(need.max(1 << 20));
@@ -597,7 +629,14 @@ impl Store {
     }
 
     /// Makes `key` map to a new entry: index record, map, accounting, then eviction.
-    fn commit(&self, key: &[u8], size: u64, file_id: u64, checksum: u128, hot: Option<Bytes>) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        key: &[u8],
+        size: u64,
+        file_id: u64,
+        checksum: u128,
+        hot: Option<Bytes>,
+    ) -> Result<(), StoreError> {
         let hot_len = hot.as_ref().map(|b| b.len() as u64);
         let entry = Arc::new(Entry {
             size,
@@ -675,7 +714,9 @@ impl Store {
             m.bytes.take()
         };
         if let Some(b) = had {
-            self.inner.mem_used.fetch_sub(b.len() as u64, Ordering::Relaxed);
+            self.inner
+                .mem_used
+                .fetch_sub(b.len() as u64, Ordering::Relaxed);
             self.inner.entries_mem.fetch_sub(1, Ordering::Relaxed);
         }
         self.inner.entries.fetch_sub(1, Ordering::Relaxed);
@@ -727,7 +768,10 @@ impl Store {
     fn drop_corrupt(&self, key: &[u8], entry: &Arc<Entry>, why: &str) {
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         if self.remove_if_same(key, entry) {
-            self.inner.counters.corrupt_dropped.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .corrupt_dropped
+                .fetch_add(1, Ordering::Relaxed);
             warn!(store = %self.inner.cfg.name, file_id = entry.file_id, "dropped a corrupt blob: {why}");
         }
     }
@@ -739,7 +783,10 @@ impl Store {
     }
 
     /// Removes several keys under one lock; returns how many were present.
-    pub fn remove_many<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Result<u64, StoreError> {
+    pub fn remove_many<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<u64, StoreError> {
         let mut w = self.writer();
         Ok(keys
             .into_iter()
@@ -762,7 +809,11 @@ impl Store {
             }
         }
         w.disk_victims.clear();
-        self.inner.mem_victims.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .mem_victims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         w.live_log_bytes = 0;
         let reserve = self.reserve_record();
         if let Some(log) = w.log.as_mut() {
@@ -774,7 +825,10 @@ impl Store {
     /// The Reserve record that keeps a rewritten log covering every id issued so far.
     fn reserve_record(&self) -> Option<Record> {
         self.inner.disk.as_ref().map(|d| Record::Reserve {
-            up_to: d.ceiling.load(Ordering::Acquire).max(d.next_id.load(Ordering::Relaxed)),
+            up_to: d
+                .ceiling
+                .load(Ordering::Acquire)
+                .max(d.next_id.load(Ordering::Relaxed)),
         })
     }
 
@@ -789,7 +843,10 @@ impl Store {
                 break;
             };
             if self.remove_locked(w, &key, Some(&e)) {
-                self.inner.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .evictions
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -799,12 +856,19 @@ impl Store {
         let budget = self.inner.cfg.memory_budget;
         while self.inner.mem_used.load(Ordering::Relaxed) > budget {
             let victim = {
-                let mut q = self.inner.mem_victims.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = self
+                    .inner
+                    .mem_victims
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 self.pop_victim(&mut q, true)
             };
             let Some((key, e)) = victim else { break };
             if self.remove_locked(w, &key, Some(&e)) {
-                self.inner.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .evictions
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -819,7 +883,10 @@ impl Store {
                 break;
             };
             if self.remove_locked(&mut w, &key, Some(&e)) {
-                self.inner.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .evictions
+                    .fetch_add(1, Ordering::Relaxed);
             }
             freed = start.saturating_sub(self.inner.disk_used.load(Ordering::Relaxed));
         }
@@ -832,14 +899,20 @@ impl Store {
         if self.inner.mem_used.load(Ordering::Relaxed) <= budget {
             return;
         }
-        let mut q = self.inner.mem_victims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self
+            .inner
+            .mem_victims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while self.inner.mem_used.load(Ordering::Relaxed) > budget {
             let Some((_, e)) = self.pop_victim(&mut q, true) else {
                 break;
             };
             let dropped = e.mem().bytes.take();
             if let Some(b) = dropped {
-                self.inner.mem_used.fetch_sub(b.len() as u64, Ordering::Relaxed);
+                self.inner
+                    .mem_used
+                    .fetch_sub(b.len() as u64, Ordering::Relaxed);
                 self.inner.entries_mem.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -848,7 +921,11 @@ impl Store {
     /// Pops the least recently used entry from a victim queue, refilling the queue by a scan when it runs
     /// dry. Exact LRU: the queue holds the oldest entries at scan time in tick order; anything touched or
     /// created since has a newer tick than all of them, and a touched entry is skipped when it comes up.
-    fn pop_victim(&self, q: &mut VecDeque<(u64, Box<[u8]>)>, hot_only: bool) -> Option<(Box<[u8]>, Arc<Entry>)> {
+    fn pop_victim(
+        &self,
+        q: &mut VecDeque<(u64, Box<[u8]>)>,
+        hot_only: bool,
+    ) -> Option<(Box<[u8]>, Arc<Entry>)> {
         let mut refilled = false;
         loop {
             if q.is_empty() {
@@ -908,7 +985,9 @@ impl Store {
     }
 
     fn compact_locked(&self, w: &mut Writer) -> Result<(), StoreError> {
-        let Some(log) = w.log.as_mut() else { return Ok(()) };
+        let Some(log) = w.log.as_mut() else {
+            return Ok(());
+        };
         let mut live: Vec<(u64, Record)> = Vec::new();
         for s in self.inner.shards.iter() {
             let s = s.read().unwrap_or_else(|e| e.into_inner());
@@ -942,7 +1021,9 @@ impl Store {
     /// index, whose Reserve records may be lost too).
     fn sweep_files(&self, before_serving: bool) -> SweepReport {
         let mut rep = SweepReport::default();
-        let Some(disk) = &self.inner.disk else { return rep };
+        let Some(disk) = &self.inner.disk else {
+            return rep;
+        };
         if let Ok(rd) = std::fs::read_dir(&disk.tmp) {
             for ent in rd.flatten() {
                 let name = ent.file_name().to_string_lossy().into_owned();
@@ -969,7 +1050,9 @@ impl Store {
         let mut orphans: HashMap<Vec<u8>, (u64, BlobHeader, u128)> = HashMap::new();
         let mut losers: Vec<u64> = Vec::new();
         let mut max_seen = 0u64;
-        let Ok(rd) = std::fs::read_dir(&disk.blobs) else { return rep };
+        let Ok(rd) = std::fs::read_dir(&disk.blobs) else {
+            return rep;
+        };
         for sub in rd.flatten() {
             let ft = match sub.file_type() {
                 Ok(ft) => ft,
@@ -982,12 +1065,17 @@ impl Store {
                 }
                 continue;
             }
-            let fan_ok = name.len() == 2 && name.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            let fan_ok = name.len() == 2
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
             if !ft.is_dir() || !fan_ok {
                 rep.unknown_skipped += 1;
                 continue;
             }
-            let Ok(files) = std::fs::read_dir(sub.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
             for f in files.flatten() {
                 let fname = f.file_name().to_string_lossy().into_owned();
                 if f.file_type().is_ok_and(|t| t.is_symlink()) {
@@ -1037,7 +1125,13 @@ impl Store {
                 rep.orphans_removed += 1;
             }
         }
-        if rep.temp_files_removed + rep.orphans_adopted + rep.orphans_removed + rep.unknown_skipped + rep.symlinks_removed > 0 {
+        if rep.temp_files_removed
+            + rep.orphans_adopted
+            + rep.orphans_removed
+            + rep.unknown_skipped
+            + rep.symlinks_removed
+            > 0
+        {
             info!(store = %self.inner.cfg.name, ?rep, "cache directory swept");
         }
         rep
@@ -1065,7 +1159,11 @@ impl Store {
             evictions: c.evictions.load(Ordering::Relaxed),
             corrupt_dropped: c.corrupt_dropped.load(Ordering::Relaxed),
             memory_budget: i.cfg.memory_budget,
-            disk_budget: if i.disk.is_some() { i.cfg.disk_budget } else { 0 },
+            disk_budget: if i.disk.is_some() {
+                i.cfg.disk_budget
+            } else {
+                0
+            },
         }
     }
 
@@ -1085,7 +1183,11 @@ fn put_record_len(key_len: usize) -> u64 {
 /// Reads a blob file's key, header and stored checksum (not the body).
 fn read_blob_meta(path: &Path) -> Option<(Vec<u8>, BlobHeader, u128)> {
     use std::io::{Seek, SeekFrom};
-    let mut f = OpenOptions::new().read(true).custom_flags(nofollow()).open(path).ok()?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow())
+        .open(path)
+        .ok()?;
     let mut hb = [0u8; BLOB_HEADER_LEN];
     f.read_exact(&mut hb).ok()?;
     let h = BlobHeader::decode(&hb).ok()?;
@@ -1155,7 +1257,8 @@ impl Disk {
         let (mut f, tmp) = self.create_tmp(id)?;
         let res = (|| {
             if data.len() <= 64 * 1024 {
-                let mut buf = Vec::with_capacity(BLOB_HEADER_LEN + key.len() + data.len() + BLOB_TRAILER_LEN);
+                let mut buf =
+                    Vec::with_capacity(BLOB_HEADER_LEN + key.len() + data.len() + BLOB_TRAILER_LEN);
                 buf.extend_from_slice(&header);
                 buf.extend_from_slice(key);
                 buf.extend_from_slice(data);
@@ -1227,7 +1330,9 @@ struct PendingFile {
 impl PendingFile {
     fn write(&mut self, b: &[u8]) -> Result<(), StoreError> {
         self.hasher.update(b);
-        self.file.write_all(b).map_err(|e| StoreError::io("write", &self.tmp, e))
+        self.file
+            .write_all(b)
+            .map_err(|e| StoreError::io("write", &self.tmp, e))
     }
 }
 
@@ -1240,7 +1345,7 @@ impl Drop for PendingFile {
 }
 
 enum Sink {
-    File(PendingFile),
+    File(Box<PendingFile>),
     Memory(BytesMut),
     /// Too big for every budget: consume the stream, store nothing.
     Discard,
@@ -1311,9 +1416,15 @@ impl PutWriter {
                 p.file
                     .write_all(&sum.to_le_bytes())
                     .map_err(|e| StoreError::io("write", &p.tmp, e))?;
-                let disk = store.inner.disk.as_ref().expect("file sink implies a disk tier");
+                let disk = store
+                    .inner
+                    .disk
+                    .as_ref()
+                    .expect("file sink implies a disk tier");
                 if disk.fsync {
-                    p.file.sync_data().map_err(|e| StoreError::io("fsync", &p.tmp, e))?;
+                    p.file
+                        .sync_data()
+                        .map_err(|e| StoreError::io("fsync", &p.tmp, e))?;
                 }
                 disk.install(&p.tmp, p.id)?;
                 p.done = true;
@@ -1364,10 +1475,18 @@ impl BlobReader {
         if let Err(e) = self.file.read_exact(&mut buf) {
             self.done = true;
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                self.store.drop_corrupt(&self.key, &self.entry, "file is shorter than its header says");
+                self.store.drop_corrupt(
+                    &self.key,
+                    &self.entry,
+                    "file is shorter than its header says",
+                );
                 return Err(StoreError::Corrupt("blob file truncated".into()));
             }
-            return Err(StoreError::io("read", self.store.blob_path(&self.key).unwrap_or_default(), e));
+            return Err(StoreError::io(
+                "read",
+                self.store.blob_path(&self.key).unwrap_or_default(),
+                e,
+            ));
         }
         self.hasher.update(&buf);
         self.remaining -= n as u64;
@@ -1378,10 +1497,15 @@ impl BlobReader {
                 && self.entry.checksum == u128::from_le_bytes(t);
             if !ok {
                 self.done = true;
-                self.store.drop_corrupt(&self.key, &self.entry, "checksum mismatch");
+                self.store
+                    .drop_corrupt(&self.key, &self.entry, "checksum mismatch");
                 return Err(StoreError::Corrupt("checksum mismatch".into()));
             }
-            self.store.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+            self.store
+                .inner
+                .counters
+                .hits
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(Some(buf.freeze()))
     }

@@ -45,7 +45,10 @@ fn round_trip_miss_stats_clear_memory_only() {
     assert!(s.put(b"k", b("value")).unwrap());
     assert_eq!(s.get(b"k").unwrap(), Some(b("value")));
     let st = s.stats();
-    assert_eq!((st.hits, st.misses, st.puts, st.entries, st.bytes_in_memory), (1, 1, 1, 1, 5));
+    assert_eq!(
+        (st.hits, st.misses, st.puts, st.entries, st.bytes_in_memory),
+        (1, 1, 1, 1, 5)
+    );
     assert_eq!(s.clear().unwrap(), 1);
     assert_eq!(s.get(b"k").unwrap(), None);
     assert_eq!(s.stats().entries, 0);
@@ -67,7 +70,11 @@ fn overwrite_keeps_byte_totals_right() {
     assert_eq!(blob_files(tmp.path()), 1, "the overwritten file is gone");
     drop(s);
     let s = open(disk_cfg(tmp.path()));
-    assert_eq!(s.get(b"k").unwrap().unwrap(), Bytes::from(vec![2u8; 10]), "overwrite replaces contents on disk");
+    assert_eq!(
+        s.get(b"k").unwrap().unwrap(),
+        Bytes::from(vec![2u8; 10]),
+        "overwrite replaces contents on disk"
+    );
     assert_eq!(s.stats().bytes_on_disk, disk1 - 990);
 }
 
@@ -77,16 +84,27 @@ fn reload_from_disk_reads_index_not_bodies() {
     {
         let s = open(disk_cfg(tmp.path()));
         for i in 0..50u32 {
-            s.put(&i.to_le_bytes(), Bytes::from(vec![i as u8; 100 + i as usize])).unwrap();
+            s.put(
+                &i.to_le_bytes(),
+                Bytes::from(vec![i as u8; 100 + i as usize]),
+            )
+            .unwrap();
         }
     }
     let (s, rep) = Store::open(disk_cfg(tmp.path())).unwrap();
     assert_eq!(rep.entries, 50);
     assert_eq!(s.stats().bytes_in_memory, 0, "startup loads no blob bodies");
     for i in 0..50u32 {
-        assert_eq!(s.get(&i.to_le_bytes()).unwrap().unwrap(), Bytes::from(vec![i as u8; 100 + i as usize]));
+        assert_eq!(
+            s.get(&i.to_le_bytes()).unwrap().unwrap(),
+            Bytes::from(vec![i as u8; 100 + i as usize])
+        );
     }
-    assert_eq!(s.stats().entries_in_memory, 50, "read blobs are promoted to the memory tier");
+    assert_eq!(
+        s.stats().entries_in_memory,
+        50,
+        "read blobs are promoted to the memory tier"
+    );
 }
 
 #[test]
@@ -114,7 +132,13 @@ fn malformed_and_temporary_files_are_skipped_or_cleaned() {
     let fan = tmp.path().join("blobs/ab");
     std::fs::create_dir_all(&fan).unwrap();
     // Strict names: each of these is rejected, never read as a blob.
-    for bad in ["00000000000001ab.blob.tmp", "00000000000001AB.blob", "1ab.blob", "notes.txt", "00000000000001a+.blob"] {
+    for bad in [
+        "00000000000001ab.blob.tmp",
+        "00000000000001AB.blob",
+        "1ab.blob",
+        "notes.txt",
+        "00000000000001a+.blob",
+    ] {
         std::fs::write(fan.join(bad), b"junk").unwrap();
     }
     std::fs::write(tmp.path().join("tmp/0000000000000001.tmp"), b"half a blob").unwrap();
@@ -139,7 +163,10 @@ fn disk_lru_order_and_eviction_count() {
     for k in [b"a", b"b", b"c"] {
         s.put(k, Bytes::from(vec![0u8; 100])).unwrap();
     }
-    assert!(s.get(b"a").unwrap().is_some(), "touch a: b is now the oldest");
+    assert!(
+        s.get(b"a").unwrap().is_some(),
+        "touch a: b is now the oldest"
+    );
     s.put(b"d", Bytes::from(vec![0u8; 100])).unwrap();
     assert!(s.exists(b"b").is_none(), "least recently used evicted");
     for k in [b"a", b"c", b"d"] {
@@ -148,7 +175,11 @@ fn disk_lru_order_and_eviction_count() {
     let st = s.stats();
     assert_eq!(st.evictions, 1);
     assert!(st.bytes_on_disk <= 3 * one);
-    assert_eq!(blob_files(tmp.path()), 3, "the evicted file is deleted at once");
+    assert_eq!(
+        blob_files(tmp.path()),
+        3,
+        "the evicted file is deleted at once"
+    );
 }
 
 #[test]
@@ -166,9 +197,16 @@ fn memory_tier_lru_demotes_but_keeps_on_disk() {
     assert!(st.bytes_in_memory <= 250);
     assert_eq!(st.entries, 3);
     assert_eq!(st.evictions, 0, "a demotion is not an eviction");
-    assert!(matches!(s.lookup(b"b"), Lookup::Cold(_)), "b (LRU) left memory");
+    assert!(
+        matches!(s.lookup(b"b"), Lookup::Cold(_)),
+        "b (LRU) left memory"
+    );
     assert!(matches!(s.lookup(b"a"), Lookup::Hit(_)));
-    assert_eq!(s.get(b"b").unwrap(), Some(Bytes::from(vec![1u8; 100])), "still on disk");
+    assert_eq!(
+        s.get(b"b").unwrap(),
+        Some(Bytes::from(vec![1u8; 100])),
+        "still on disk"
+    );
 }
 
 #[test]
@@ -211,9 +249,16 @@ fn blob_bigger_than_budget_is_not_kept_and_stale_value_goes() {
     let s = open(cfg);
     assert!(s.put(b"k", Bytes::from(vec![0u8; 100])).unwrap());
     assert!(!s.put(b"k", Bytes::from(vec![0u8; 2000])).unwrap());
-    assert_eq!(s.get(b"k").unwrap(), None, "the old value is not served for a newer put");
+    assert_eq!(
+        s.get(b"k").unwrap(),
+        None,
+        "the old value is not served for a newer put"
+    );
     let st = s.stats();
-    assert_eq!((st.entries, st.bytes_on_disk, st.bytes_in_memory), (0, 0, 0));
+    assert_eq!(
+        (st.entries, st.bytes_on_disk, st.bytes_in_memory),
+        (0, 0, 0)
+    );
     assert_eq!(blob_files(tmp.path()), 0);
     let m = open(StoreConfig::memory("m", 10));
     assert!(!m.put(b"k", Bytes::from(vec![0u8; 11])).unwrap());
@@ -225,8 +270,14 @@ fn max_blob_is_enforced() {
     let mut cfg = StoreConfig::memory("m", MB);
     cfg.max_blob = 10;
     let s = open(cfg);
-    assert!(matches!(s.put(b"k", Bytes::from(vec![0u8; 11])), Err(StoreError::TooLarge { .. })));
-    assert!(matches!(s.begin_put(b"k", 11), Err(StoreError::TooLarge { .. })));
+    assert!(matches!(
+        s.put(b"k", Bytes::from(vec![0u8; 11])),
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        s.begin_put(b"k", 11),
+        Err(StoreError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -305,7 +356,11 @@ fn torn_index_tail_is_cut_and_store_keeps_working() {
     drop(s);
     let s = open(disk_cfg(tmp.path()));
     assert_eq!(s.get(b"a").unwrap(), Some(b("1")));
-    assert_eq!(s.get(b"c").unwrap(), Some(b("3")), "records after a cut tail replay");
+    assert_eq!(
+        s.get(b"c").unwrap(),
+        Some(b("3")),
+        "records after a cut tail replay"
+    );
     // b's blob file had been renamed into place: the sweep adopts it again.
     s.sweep();
     assert_eq!(s.get(b"b").unwrap(), Some(b("2")));
@@ -327,9 +382,16 @@ fn damaged_index_is_recovered_from_blob_files() {
     }
     std::fs::write(&idx, &data).unwrap();
     let (s, rep) = Store::open(disk_cfg(tmp.path())).unwrap();
-    assert!(rep.recovered.is_some(), "mid-log damage triggers recovery before serving");
+    assert!(
+        rep.recovered.is_some(),
+        "mid-log damage triggers recovery before serving"
+    );
     for i in 0..20u8 {
-        assert_eq!(s.get(&[i]).unwrap(), Some(Bytes::from(vec![i; 50])), "entry {i} recovered");
+        assert_eq!(
+            s.get(&[i]).unwrap(),
+            Some(Bytes::from(vec![i; 50])),
+            "entry {i} recovered"
+        );
     }
     // And a wholly destroyed index header.
     drop(s);
@@ -343,7 +405,9 @@ fn newer_index_format_is_refused_with_advice() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("index.log"), b"SPKIDX99").unwrap();
     match Store::open(disk_cfg(tmp.path())) {
-        Err(e @ StoreError::NewerFormat { .. }) => assert!(e.to_string().contains("upgrade sparkd")),
+        Err(e @ StoreError::NewerFormat { .. }) => {
+            assert!(e.to_string().contains("upgrade sparkd"))
+        }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("opened a newer format"),
     }
@@ -360,9 +424,17 @@ fn streamed_put_and_get_of_a_large_blob() {
         w.write(c).unwrap();
     }
     assert!(w.commit(Some(spark_proto_checksum(&data))).unwrap());
-    assert_eq!(s.stats().bytes_in_memory, 0, "large blobs are not kept in memory");
-    let Lookup::Cold(c) = s.lookup(b"big") else { panic!("expected cold") };
-    let ColdRead::Stream(mut r) = s.read_cold(c).unwrap() else { panic!("expected stream") };
+    assert_eq!(
+        s.stats().bytes_in_memory,
+        0,
+        "large blobs are not kept in memory"
+    );
+    let Lookup::Cold(c) = s.lookup(b"big") else {
+        panic!("expected cold")
+    };
+    let ColdRead::Stream(mut r) = s.read_cold(c).unwrap() else {
+        panic!("expected stream")
+    };
     let mut got = Vec::with_capacity(total);
     while let Some(chunk) = r.next_chunk(MB as usize).unwrap() {
         assert!(chunk.len() <= MB as usize);
@@ -388,9 +460,19 @@ fn stream_mismatches_store_nothing() {
     drop(w);
     let mut w = s.begin_put(b"k", 3).unwrap();
     w.write(b"abc").unwrap();
-    assert!(matches!(w.commit(Some(12345)), Err(StoreError::StreamMismatch(_))), "bad checksum");
-    assert_eq!(s.get(b"k").unwrap(), Some(b("old")), "failed streams leave the old value");
-    assert!(files(&tmp.path().join("tmp")).is_empty(), "abandoned temp files are removed");
+    assert!(
+        matches!(w.commit(Some(12345)), Err(StoreError::StreamMismatch(_))),
+        "bad checksum"
+    );
+    assert_eq!(
+        s.get(b"k").unwrap(),
+        Some(b("old")),
+        "failed streams leave the old value"
+    );
+    assert!(
+        files(&tmp.path().join("tmp")).is_empty(),
+        "abandoned temp files are removed"
+    );
 }
 
 #[test]
@@ -406,8 +488,12 @@ fn corrupt_large_blob_fails_before_the_last_chunk() {
     f[mid] ^= 1;
     std::fs::write(&path, f).unwrap();
     let s = open(disk_cfg(tmp.path()));
-    let Lookup::Cold(c) = s.lookup(b"big") else { panic!() };
-    let ColdRead::Stream(mut r) = s.read_cold(c).unwrap() else { panic!() };
+    let Lookup::Cold(c) = s.lookup(b"big") else {
+        panic!()
+    };
+    let ColdRead::Stream(mut r) = s.read_cold(c).unwrap() else {
+        panic!()
+    };
     let mut got = 0u64;
     let err = loop {
         match r.next_chunk(MB as usize) {
@@ -458,7 +544,8 @@ fn hot_key_readers_with_a_concurrent_writer() {
         let s = s.clone();
         std::thread::spawn(move || {
             for i in 0..500u32 {
-                s.put(&i.to_le_bytes(), Bytes::from(vec![i as u8; 256])).unwrap();
+                s.put(&i.to_le_bytes(), Bytes::from(vec![i as u8; 256]))
+                    .unwrap();
             }
         })
     };
@@ -467,7 +554,10 @@ fn hot_key_readers_with_a_concurrent_writer() {
     let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(reads >= 8000);
     for i in 0..500u32 {
-        assert_eq!(s.get(&i.to_le_bytes()).unwrap(), Some(Bytes::from(vec![i as u8; 256])));
+        assert_eq!(
+            s.get(&i.to_le_bytes()).unwrap(),
+            Some(Bytes::from(vec![i as u8; 256]))
+        );
     }
     assert_eq!(s.stats().hits, reads + 500);
 }
@@ -488,10 +578,20 @@ fn symlinks_in_the_cache_dir_are_not_followed() {
     std::fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink(&victim, &path).unwrap();
     let s = open(disk_cfg(&dir));
-    assert!(s.get(b"k").is_err() || s.get(b"k").unwrap().is_none(), "never served through a symlink");
+    assert!(
+        s.get(b"k").is_err() || s.get(b"k").unwrap().is_none(),
+        "never served through a symlink"
+    );
     s.sweep();
-    assert!(!path.exists() && std::fs::symlink_metadata(&path).is_err(), "planted symlink removed");
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "target untouched");
+    assert!(
+        !path.exists() && std::fs::symlink_metadata(&path).is_err(),
+        "planted symlink removed"
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "target untouched"
+    );
     // A symlinked blobs directory is refused outright.
     let dir2 = tmp.path().join("cache2");
     std::fs::create_dir_all(&dir2).unwrap();

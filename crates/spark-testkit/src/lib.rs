@@ -45,7 +45,10 @@ impl Daemon {
     /// Starts `sparkd --socket <tmp>/s.sock --cache-root <tmp>/cache --log-level warn <extra…>` and waits
     /// until it answers a ping.
     pub fn start(extra: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("sparkd-test").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sparkd-test")
+            .tempdir()
+            .expect("tempdir");
         let socket = dir.path().join("s.sock");
         let cache_root = dir.path().join("cache");
         let mut d = Daemon {
@@ -86,10 +89,17 @@ impl Daemon {
             {
                 return;
             }
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("sparkd exited during start-up: {st}");
             }
-            assert!(t.elapsed() < limit, "sparkd did not become ready within {limit:?}");
+            assert!(
+                t.elapsed() < limit,
+                "sparkd did not become ready within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -138,7 +148,9 @@ impl Daemon {
 
     /// Shutdown request, then SIGTERM, then SIGKILL: always by this daemon's PID.
     pub fn stop(&mut self) {
-        let Some(pid) = self.child.as_ref().map(|c| c.id()) else { return };
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return;
+        };
         if let Ok(c) = Client::connect(&self.socket) {
             let _ = c.shutdown();
         }
@@ -162,12 +174,16 @@ impl Drop for Daemon {
 
 /// Open file descriptors of a process.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Threads of a process.
 pub fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).

@@ -93,7 +93,11 @@ enum AssetCmd {
         output: Option<PathBuf>,
     },
     /// Store a variant from a file or stdin (`-` or nothing)
-    Put { path: String, platform: u8, file: Option<PathBuf> },
+    Put {
+        path: String,
+        platform: u8,
+        file: Option<PathBuf>,
+    },
     /// Whether a variant is cached (exit 3 if not)
     Exists { path: String, platform: u8 },
     /// Drop every platform variant of a path
@@ -156,7 +160,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let socket = cli.socket.clone().unwrap_or_else(spark_client::default_socket_path);
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(spark_client::default_socket_path);
     let opts = ClientOptions {
         client_name: "sparkctl".into(),
         ..ClientOptions::default()
@@ -173,7 +180,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                         "daemon_pid": client.hello().daemon_pid})
                 );
             } else {
-                println!("sparkd {} (protocol {}, pid {})", v.daemon_version, v.protocol_version, client.hello().daemon_pid);
+                println!(
+                    "sparkd {} (protocol {}, pid {})",
+                    v.daemon_version,
+                    v.protocol_version,
+                    client.hello().daemon_pid
+                );
             }
             Ok(())
         }
@@ -201,11 +213,21 @@ fn ping(client: &Client, json_out: bool, count: u32) -> Result<(), Failure> {
     let median = times[times.len() / 2];
     let us = median.as_secs_f64() * 1e6;
     if json_out {
-        println!("{}", json!({"rtt_us": us, "count": count, "daemon_pid": client.hello().daemon_pid}));
+        println!(
+            "{}",
+            json!({"rtt_us": us, "count": count, "daemon_pid": client.hello().daemon_pid})
+        );
     } else if count == 1 {
-        println!("pong from sparkd {} (pid {}) in {us:.0} µs", client.hello().daemon_version, client.hello().daemon_pid);
+        println!(
+            "pong from sparkd {} (pid {}) in {us:.0} µs",
+            client.hello().daemon_version,
+            client.hello().daemon_pid
+        );
     } else {
-        println!("{count} pings to sparkd (pid {}): median {us:.0} µs", client.hello().daemon_pid);
+        println!(
+            "{count} pings to sparkd (pid {}): median {us:.0} µs",
+            client.hello().daemon_pid
+        );
     }
     Ok(())
 }
@@ -220,23 +242,52 @@ fn cache_json(s: &CacheStats) -> Value {
 
 fn print_cache_table(name: &str, s: &CacheStats) {
     let mb = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
-    let budget = |b: u64| if b == 0 { "unbounded".to_string() } else { mb(b) };
+    let budget = |b: u64| {
+        if b == 0 {
+            "unbounded".to_string()
+        } else {
+            mb(b)
+        }
+    };
     let lookups = s.hits + s.misses;
-    let rate = if lookups > 0 { format!(" ({:.1}% hit rate)", 100.0 * s.hits as f64 / lookups as f64) } else { String::new() };
+    let rate = if lookups > 0 {
+        format!(" ({:.1}% hit rate)", 100.0 * s.hits as f64 / lookups as f64)
+    } else {
+        String::new()
+    };
     println!("{name} cache");
-    println!("  entries          {} ({} in memory)", s.entries, s.entries_in_memory);
+    println!(
+        "  entries          {} ({} in memory)",
+        s.entries, s.entries_in_memory
+    );
     println!("  hits / misses    {} / {}{rate}", s.hits, s.misses);
     println!("  puts             {}", s.puts);
-    println!("  memory           {} of {}", mb(s.bytes_in_memory), budget(s.memory_budget));
-    println!("  disk             {} of {}", mb(s.bytes_on_disk), budget(s.disk_budget));
+    println!(
+        "  memory           {} of {}",
+        mb(s.bytes_in_memory),
+        budget(s.memory_budget)
+    );
+    println!(
+        "  disk             {} of {}",
+        mb(s.bytes_on_disk),
+        budget(s.disk_budget)
+    );
     println!("  evictions        {}", s.evictions);
     println!("  corrupt dropped  {}", s.corrupt_dropped);
 }
 
 fn stats(client: &Client, json_out: bool) -> Result<(), Failure> {
     let d = client.stats()?;
-    let shader = d.services.contains(&service::SHADER).then(|| client.shader().stats()).transpose()?;
-    let asset = d.services.contains(&service::ASSET).then(|| client.asset().stats()).transpose()?;
+    let shader = d
+        .services
+        .contains(&service::SHADER)
+        .then(|| client.shader().stats())
+        .transpose()?;
+    let asset = d
+        .services
+        .contains(&service::ASSET)
+        .then(|| client.asset().stats())
+        .transpose()?;
     if json_out {
         let mut v = json!({
             "daemon": {"uptime_secs": d.uptime_secs, "protocol_version": d.protocol_version,
@@ -253,10 +304,22 @@ fn stats(client: &Client, json_out: bool) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    let names: Vec<String> = d.services.iter().map(|s| format!("{} (0x{s:04x})", service::name(*s))).collect();
-    println!("sparkd {} (pid {}, protocol {})", client.hello().daemon_version, client.hello().daemon_pid, d.protocol_version);
+    let names: Vec<String> = d
+        .services
+        .iter()
+        .map(|s| format!("{} (0x{s:04x})", service::name(*s)))
+        .collect();
+    println!(
+        "sparkd {} (pid {}, protocol {})",
+        client.hello().daemon_version,
+        client.hello().daemon_pid,
+        d.protocol_version
+    );
     println!("  uptime           {}", human_duration(d.uptime_secs));
-    println!("  connections      {} open, {} since start", d.current_connections, d.total_connections);
+    println!(
+        "  connections      {} open, {} since start",
+        d.current_connections, d.total_connections
+    );
     println!("  services         {}", names.join(", "));
     if let Some(s) = &shader {
         print_cache_table("shader", s);
@@ -277,8 +340,12 @@ fn human_duration(secs: u64) -> String {
 
 fn shader_key(k: &ShaderKeyArgs) -> Result<ShaderKey, Failure> {
     let hex = k.hash.trim_start_matches("0x");
-    let source_hash = u64::from_str_radix(hex, 16)
-        .map_err(|_| Failure::Local(format!("'{}' is not a 64-bit hex hash (up to 16 hex digits)", k.hash)))?;
+    let source_hash = u64::from_str_radix(hex, 16).map_err(|_| {
+        Failure::Local(format!(
+            "'{}' is not a 64-bit hex hash (up to 16 hex digits)",
+            k.hash
+        ))
+    })?;
     Ok(ShaderKey {
         source_hash,
         target: k.target,
@@ -287,16 +354,23 @@ fn shader_key(k: &ShaderKeyArgs) -> Result<ShaderKey, Failure> {
 }
 
 /// Writes a fetched blob to FILE (through a temp file, so a failed fetch leaves nothing) or stdout.
-fn fetch(output: &Option<PathBuf>, json_out: bool, get: impl FnOnce(&mut dyn Write) -> Result<Option<u64>, Error>) -> Result<(), Failure> {
+fn fetch(
+    output: &Option<PathBuf>,
+    json_out: bool,
+    get: impl FnOnce(&mut dyn Write) -> Result<Option<u64>, Error>,
+) -> Result<(), Failure> {
     match output {
         Some(path) => {
             let tmp = path.with_extension("sparkctl-partial");
-            let mut f = std::fs::File::create(&tmp).map_err(|e| Failure::Local(format!("cannot create {}: {e}", tmp.display())))?;
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| Failure::Local(format!("cannot create {}: {e}", tmp.display())))?;
             let r = get(&mut f);
             match r {
                 Ok(Some(n)) => {
                     drop(f);
-                    std::fs::rename(&tmp, path).map_err(|e| Failure::Local(format!("cannot write {}: {e}", path.display())))?;
+                    std::fs::rename(&tmp, path).map_err(|e| {
+                        Failure::Local(format!("cannot write {}: {e}", path.display()))
+                    })?;
                     if json_out {
                         println!("{}", json!({"found": true, "bytes": n, "output": path}));
                     } else {
@@ -318,7 +392,9 @@ fn fetch(output: &Option<PathBuf>, json_out: bool, get: impl FnOnce(&mut dyn Wri
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             match get(&mut lock)? {
-                Some(_) => lock.flush().map_err(|e| Failure::Local(format!("cannot write to stdout: {e}"))),
+                Some(_) => lock
+                    .flush()
+                    .map_err(|e| Failure::Local(format!("cannot write to stdout: {e}"))),
                 None => Err(Failure::Miss),
             }
         }
@@ -326,16 +402,25 @@ fn fetch(output: &Option<PathBuf>, json_out: bool, get: impl FnOnce(&mut dyn Wri
 }
 
 /// Reads the blob to store: streams a file, or reads stdin whole.
-fn store(file: &Option<PathBuf>, put_stream: impl FnOnce(&mut dyn Read, u64) -> Result<bool, Error>) -> Result<(bool, u64), Failure> {
+fn store(
+    file: &Option<PathBuf>,
+    put_stream: impl FnOnce(&mut dyn Read, u64) -> Result<bool, Error>,
+) -> Result<(bool, u64), Failure> {
     match file.as_deref() {
         Some(p) if p.as_os_str() != "-" => {
-            let mut f = std::fs::File::open(p).map_err(|e| Failure::Local(format!("cannot open {}: {e}", p.display())))?;
-            let len = f.metadata().map_err(|e| Failure::Local(format!("cannot stat {}: {e}", p.display())))?.len();
+            let mut f = std::fs::File::open(p)
+                .map_err(|e| Failure::Local(format!("cannot open {}: {e}", p.display())))?;
+            let len = f
+                .metadata()
+                .map_err(|e| Failure::Local(format!("cannot stat {}: {e}", p.display())))?
+                .len();
             Ok((put_stream(&mut f, len)?, len))
         }
         _ => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure::Local(format!("cannot read stdin: {e}")))?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::Local(format!("cannot read stdin: {e}")))?;
             let len = buf.len() as u64;
             Ok((put_stream(&mut &buf[..], len)?, len))
         }
@@ -368,7 +453,10 @@ fn report_exists(json_out: bool, size: Option<u64>) -> Result<(), Failure> {
 
 fn report_cache_stats(name: &str, s: &CacheStats, json_out: bool) {
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&cache_json(s)).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&cache_json(s)).unwrap_or_default()
+        );
     } else {
         print_cache_table(name, s);
     }
@@ -387,11 +475,15 @@ fn shader(client: &Client, c: &ShaderCmd, json_out: bool) -> Result<(), Failure>
     match c {
         ShaderCmd::Get { key, output } => {
             let k = shader_key(key)?;
-            fetch(output, json_out, |w| cache.get_to_writer(&k, &mut WriteRef(w)))
+            fetch(output, json_out, |w| {
+                cache.get_to_writer(&k, &mut WriteRef(w))
+            })
         }
         ShaderCmd::Put { key, file } => {
             let k = shader_key(key)?;
-            let (stored, len) = store(file, |r, len| cache.put_from_reader(&k, &mut ReadRef(r), len))?;
+            let (stored, len) = store(file, |r, len| {
+                cache.put_from_reader(&k, &mut ReadRef(r), len)
+            })?;
             report_put(json_out, stored, len);
             Ok(())
         }
@@ -414,17 +506,31 @@ fn asset(client: &Client, c: &AssetCmd, json_out: bool) -> Result<(), Failure> {
         platform,
     };
     match c {
-        AssetCmd::Get { path, platform, output } => {
+        AssetCmd::Get {
+            path,
+            platform,
+            output,
+        } => {
             let k = key(path, *platform);
-            fetch(output, json_out, |w| cache.get_to_writer(&k, &mut WriteRef(w)))
+            fetch(output, json_out, |w| {
+                cache.get_to_writer(&k, &mut WriteRef(w))
+            })
         }
-        AssetCmd::Put { path, platform, file } => {
+        AssetCmd::Put {
+            path,
+            platform,
+            file,
+        } => {
             let k = key(path, *platform);
-            let (stored, len) = store(file, |r, len| cache.put_from_reader(&k, &mut ReadRef(r), len))?;
+            let (stored, len) = store(file, |r, len| {
+                cache.put_from_reader(&k, &mut ReadRef(r), len)
+            })?;
             report_put(json_out, stored, len);
             Ok(())
         }
-        AssetCmd::Exists { path, platform } => report_exists(json_out, cache.exists(&key(path, *platform))?),
+        AssetCmd::Exists { path, platform } => {
+            report_exists(json_out, cache.exists(&key(path, *platform))?)
+        }
         AssetCmd::Invalidate { path } => {
             let n = cache.invalidate(path)?;
             if json_out {

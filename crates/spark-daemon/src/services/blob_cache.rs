@@ -57,7 +57,9 @@ impl<K: CacheKey> BlobCache<K> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(store))
             .await
-            .map_err(|e| HandlerError::reply(ErrorCode::Internal, format!("store task failed: {e}")))?
+            .map_err(|e| {
+                HandlerError::reply(ErrorCode::Internal, format!("store task failed: {e}"))
+            })?
             .map_err(store_error)
     }
 
@@ -74,7 +76,12 @@ impl<K: CacheKey> BlobCache<K> {
             },
         };
         match found {
-            None => req.reply(&GetResponse { status: GetStatus::Miss }).await,
+            None => {
+                req.reply(&GetResponse {
+                    status: GetStatus::Miss,
+                })
+                .await
+            }
             Some(b) if b.len() < MAX_PAYLOAD => {
                 // Header and status byte, then the blob straight from its buffer.
                 let mut head = bytes::BytesMut::with_capacity(1);
@@ -88,7 +95,9 @@ impl<K: CacheKey> BlobCache<K> {
                     p.extend_from_slice(&b);
                     p.freeze()
                 };
-                req.conn.send_raw(self.service, GET_RESPONSE, &payload).await?;
+                req.conn
+                    .send_raw(self.service, GET_RESPONSE, &payload)
+                    .await?;
                 Ok(())
             }
             Some(b) => self.stream_from_memory(req, b).await,
@@ -96,7 +105,11 @@ impl<K: CacheKey> BlobCache<K> {
     }
 
     /// Streams a large blob held in memory (memory-only stores).
-    async fn stream_from_memory(&self, req: &mut Request<'_>, b: Bytes) -> Result<(), HandlerError> {
+    async fn stream_from_memory(
+        &self,
+        req: &mut Request<'_>,
+        b: Bytes,
+    ) -> Result<(), HandlerError> {
         let total_len = b.len() as u64;
         req.reply(&GetResponse {
             status: GetStatus::Streamed { total_len },
@@ -106,7 +119,9 @@ impl<K: CacheKey> BlobCache<K> {
         for off in (0..b.len()).step_by(STREAM_CHUNK) {
             let chunk = b.slice(off..(off + STREAM_CHUNK).min(b.len()));
             hasher.update(&chunk);
-            req.conn.send_raw(self.service, msg::STREAM_CHUNK, &chunk).await?;
+            req.conn
+                .send_raw(self.service, msg::STREAM_CHUNK, &chunk)
+                .await?;
         }
         req.reply(&StreamEnd {
             checksum: hasher.digest128(),
@@ -116,7 +131,11 @@ impl<K: CacheKey> BlobCache<K> {
 
     /// Streams a large blob from disk, one chunk in memory at a time. If the blob turns out corrupt, the
     /// stream ends with an ErrorResponse instead of a StreamEnd, and the client discards what it got.
-    async fn stream_from_disk(&self, req: &mut Request<'_>, mut r: spark_store::BlobReader) -> Result<(), HandlerError> {
+    async fn stream_from_disk(
+        &self,
+        req: &mut Request<'_>,
+        mut r: Box<spark_store::BlobReader>,
+    ) -> Result<(), HandlerError> {
         req.reply(&GetResponse {
             status: GetStatus::Streamed { total_len: r.len() },
         })
@@ -128,12 +147,19 @@ impl<K: CacheKey> BlobCache<K> {
                 (r, n)
             })
             .await
-            .map_err(|e| HandlerError::Close(spark_proto::ErrorResponse::new(ErrorCode::Internal, e.to_string())))?;
+            .map_err(|e| {
+                HandlerError::Close(spark_proto::ErrorResponse::new(
+                    ErrorCode::Internal,
+                    e.to_string(),
+                ))
+            })?;
             r = back;
             match next {
                 Ok(Some(chunk)) => {
                     hasher.update(&chunk);
-                    req.conn.send_raw(self.service, msg::STREAM_CHUNK, &chunk).await?;
+                    req.conn
+                        .send_raw(self.service, msg::STREAM_CHUNK, &chunk)
+                        .await?;
                 }
                 Ok(None) => {
                     return req
@@ -145,7 +171,9 @@ impl<K: CacheKey> BlobCache<K> {
                 Err(e) => {
                     // Ends the stream: exactly one terminal frame, an ErrorResponse.
                     let err = store_error(e);
-                    let HandlerError::Reply(resp) = err else { return Err(err) };
+                    let HandlerError::Reply(resp) = err else {
+                        return Err(err);
+                    };
                     req.conn.send_error(self.service, &resp).await?;
                     return Ok(());
                 }
@@ -187,7 +215,9 @@ impl<K: CacheKey> BlobCache<K> {
         let mut received: u64 = 0;
         loop {
             let f = req.conn.read_frame().await?;
-            if f.service != self.service || !(f.msg_type == msg::STREAM_CHUNK || f.msg_type == msg::STREAM_END) {
+            if f.service != self.service
+                || !(f.msg_type == msg::STREAM_CHUNK || f.msg_type == msg::STREAM_END)
+            {
                 return Err(HandlerError::Close(spark_proto::ErrorResponse::new(
                     ErrorCode::StreamMismatch,
                     format!(

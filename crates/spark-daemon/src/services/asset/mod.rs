@@ -12,12 +12,18 @@ use crate::services::blob_cache::{BlobCache, CacheKey};
 
 fn check_path(path: &str) -> Result<(), HandlerError> {
     if path.is_empty() {
-        return Err(HandlerError::reply(ErrorCode::InvalidKey, "asset path is empty"));
+        return Err(HandlerError::reply(
+            ErrorCode::InvalidKey,
+            "asset path is empty",
+        ));
     }
     if path.len() > MAX_ASSET_PATH {
         return Err(HandlerError::reply(
             ErrorCode::InvalidKey,
-            format!("asset path is {} bytes; the limit is {MAX_ASSET_PATH}", path.len()),
+            format!(
+                "asset path is {} bytes; the limit is {MAX_ASSET_PATH}",
+                path.len()
+            ),
         ));
     }
     Ok(())

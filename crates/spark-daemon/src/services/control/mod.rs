@@ -48,8 +48,12 @@ impl Service for ControlService {
                         uptime_secs: s.started.elapsed().as_secs(),
                         protocol_version: PROTOCOL_VERSION,
                         services: s.registry.ids(),
-                        current_connections: s.current_connections.load(std::sync::atomic::Ordering::SeqCst),
-                        total_connections: s.total_connections.load(std::sync::atomic::Ordering::Relaxed),
+                        current_connections: s
+                            .current_connections
+                            .load(std::sync::atomic::Ordering::SeqCst),
+                        total_connections: s
+                            .total_connections
+                            .load(std::sync::atomic::Ordering::Relaxed),
                     };
                     req.reply(&r).await
                 }
@@ -61,7 +65,11 @@ impl Service for ControlService {
                             format!(
                                 "client '{}' speaks protocol version {}, this sparkd {} speaks {}..={}; \
                                  upgrade whichever is older",
-                                h.client_name, h.protocol_version, DAEMON_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+                                h.client_name,
+                                h.protocol_version,
+                                DAEMON_VERSION,
+                                MIN_PROTOCOL_VERSION,
+                                PROTOCOL_VERSION
                             ),
                         ));
                     }
