@@ -146,6 +146,13 @@ impl Daemon {
         self.spawn_and_wait();
     }
 
+    /// Starts the daemon again on the same socket and cache directory with different extra flags.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.stop();
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.spawn_and_wait();
+    }
+
     /// Shutdown request, then SIGTERM, then SIGKILL: always by this daemon's PID.
     pub fn stop(&mut self) {
         let Some(pid) = self.child.as_ref().map(|c| c.id()) else {

@@ -1,0 +1,145 @@
+//! sparkctl end to end: output and exit codes with the daemon up and down.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use spark_testkit::Daemon;
+
+fn sparkctl(socket: &std::path::Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sparkctl"));
+    c.arg("--socket").arg(socket).args(args);
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+#[test]
+fn exit_codes_with_the_daemon_up() {
+    let d = Daemon::start(&[]);
+    let s = &d.socket;
+    let o = sparkctl(s, &["ping"], None);
+    assert_eq!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("pong"));
+    assert_eq!(code(&sparkctl(s, &["version"], None)), 0);
+    let o = sparkctl(
+        s,
+        &["shader", "put", "0123abcd", "1", "2"],
+        Some(b"blob from stdin"),
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sparkctl(s, &["shader", "get", "0123abcd", "1", "2"], None);
+    assert_eq!(
+        (code(&o), o.stdout.as_slice()),
+        (0, &b"blob from stdin"[..])
+    );
+    assert_eq!(
+        code(&sparkctl(s, &["shader", "get", "0123abcd", "1", "3"], None)),
+        3,
+        "miss"
+    );
+    assert_eq!(
+        code(&sparkctl(
+            s,
+            &["shader", "exists", "0123abcd", "1", "2"],
+            None
+        )),
+        0
+    );
+    assert_eq!(
+        code(&sparkctl(s, &["shader", "exists", "ffff", "1", "2"], None)),
+        3
+    );
+    // Files in and out, through the streaming path.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("in.bin");
+    let dst = tmp.path().join("out.bin");
+    let data: Vec<u8> = (0..(20usize << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    assert_eq!(
+        code(&sparkctl(
+            s,
+            &["asset", "put", "tex/a.png", "2", src.to_str().unwrap()],
+            None
+        )),
+        0
+    );
+    assert_eq!(
+        code(&sparkctl(
+            s,
+            &[
+                "asset",
+                "get",
+                "tex/a.png",
+                "2",
+                "-o",
+                dst.to_str().unwrap()
+            ],
+            None
+        )),
+        0
+    );
+    assert!(std::fs::read(&dst).unwrap() == data);
+    let o = sparkctl(s, &["--json", "asset", "invalidate", "tex/a.png"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dropped"], 1);
+    // A daemon error: an empty asset path.
+    let o = sparkctl(s, &["asset", "put", "", "0"], Some(b"x"));
+    assert_eq!(code(&o), 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("empty"),
+        "says what is wrong"
+    );
+    // Stats as a table and as JSON.
+    let o = sparkctl(s, &["stats"], None);
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.contains("shader cache") && t.contains("asset cache") && t.contains("connections"),
+        "{t}"
+    );
+    let o = sparkctl(s, &["--json", "stats"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["daemon"]["services"], serde_json::json!([1, 2, 3]));
+    assert_eq!(v["shader"]["entries"], 1);
+    assert_eq!(
+        v["asset"]["puts"], 1,
+        "the rejected put never reached the store"
+    );
+    // A bad hash is a local usage error; a bad command is a usage error.
+    assert_eq!(
+        code(&sparkctl(s, &["shader", "get", "xyz", "1", "2"], None)),
+        4
+    );
+    assert_eq!(code(&sparkctl(s, &["frobnicate"], None)), 64);
+    assert_eq!(code(&sparkctl(s, &["shutdown"], None)), 0);
+}
+
+#[test]
+fn exit_code_2_with_the_daemon_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("nobody.sock");
+    for args in [
+        &["ping"][..],
+        &["stats"],
+        &["shader", "get", "1", "1", "1"],
+        &["shutdown"],
+    ] {
+        let o = sparkctl(&s, args, None);
+        assert_eq!(code(&o), 2, "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not running"),
+            "{args:?}: says so"
+        );
+    }
+}
