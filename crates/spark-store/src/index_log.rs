@@ -20,9 +20,8 @@ pub(crate) struct IndexLog {
     buf: Vec<u8>,
 }
 
-/// What replay found.
+/// What replay found (the records themselves go to the caller's closure as they are read).
 pub(crate) struct Replay {
-    pub records: Vec<Record>,
     /// Bytes that did not parse (skipped or cut off).
     pub damaged_bytes: u64,
     /// Damage followed by valid records (not just a torn tail): entries may be missing from the index.
@@ -34,8 +33,12 @@ impl IndexLog {
         dir.join("index.log")
     }
 
-    /// Opens (creating if needed) and replays the log.
-    pub fn open(dir: &Path, fsync: bool) -> Result<(IndexLog, Replay), StoreError> {
+    /// Opens (creating if needed) and replays the log, handing each record to `apply` in log order.
+    pub fn open(
+        dir: &Path,
+        fsync: bool,
+        mut apply: impl FnMut(Record),
+    ) -> Result<(IndexLog, Replay), StoreError> {
         let path = Self::path(dir);
         let mut data = Vec::new();
         match File::open(&path) {
@@ -47,7 +50,6 @@ impl IndexLog {
             Err(e) => return Err(StoreError::io("open", &path, e)),
         }
         let mut replay = Replay {
-            records: Vec::new(),
             damaged_bytes: 0,
             damaged_mid_log: false,
         };
@@ -72,7 +74,7 @@ impl IndexLog {
             while off < data.len() {
                 match Record::decode(&data[off..]) {
                     Ok((rec, n)) => {
-                        replay.records.push(rec);
+                        apply(rec);
                         off += n;
                         good_end = off;
                     }

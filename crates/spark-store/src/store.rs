@@ -192,15 +192,26 @@ impl Store {
             .collect::<Vec<_>>()
             .into_boxed_slice();
         let mut report = OpenReport::default();
-        let (disk, log, records, damaged_mid) = match &cfg.dir {
-            None => (None, None, Vec::new(), false),
+        // Ids of earlier runs are all below every Put and Reserve they recorded.
+        let mut first = 1u64;
+        let (disk, log, damaged_mid) = match &cfg.dir {
+            None => (None, None, false),
             Some(dir) => {
                 let blobs = dir.join("blobs");
                 let tmp = dir.join("tmp");
                 for d in [dir, &blobs, &tmp] {
                     ensure_real_dir(d)?;
                 }
-                let (log, replay) = IndexLog::open(dir, cfg.durability == Durability::Fsync)?;
+                // Records are applied as they are read: no second copy of the index while loading.
+                let (log, replay) =
+                    IndexLog::open(dir, cfg.durability == Durability::Fsync, |rec| {
+                        first = first.max(match &rec {
+                            Record::Put { file_id, .. } => file_id + 1,
+                            Record::Reserve { up_to } => *up_to,
+                            _ => 0,
+                        });
+                        replay_record(&shards, cfg.key_hasher, rec);
+                    })?;
                 report.damaged_index_bytes = replay.damaged_bytes;
                 if replay.damaged_bytes > 0 {
                     warn!(
@@ -210,18 +221,6 @@ impl Store {
                         replay.damaged_bytes
                     );
                 }
-                // Ids of earlier runs are all below every Put and Reserve they recorded.
-                let first = replay
-                    .records
-                    .iter()
-                    .map(|r| match r {
-                        Record::Put { file_id, .. } => *file_id + 1,
-                        Record::Reserve { up_to } => *up_to,
-                        _ => 0,
-                    })
-                    .max()
-                    .unwrap_or(0)
-                    .max(1);
                 let disk = Disk {
                     blobs,
                     tmp,
@@ -230,36 +229,40 @@ impl Store {
                     first_session_id: first,
                     fsync: cfg.durability == Durability::Fsync,
                 };
-                (
-                    Some(disk),
-                    Some(log),
-                    replay.records,
-                    replay.damaged_mid_log,
-                )
+                (Some(disk), Some(log), replay.damaged_mid_log)
             }
         };
+        // Totals of what replay left; recency is the file-id order (ids grow with time).
+        let (mut entries, mut disk_used, mut live_log_bytes) = (0u64, 0u64, 0u64);
+        for s in shards.iter() {
+            let s = s.read().unwrap_or_else(|e| e.into_inner());
+            for (k, e) in s.iter() {
+                entries += 1;
+                disk_used += format::file_len(k.len(), e.size);
+                live_log_bytes += put_record_len(k.len());
+            }
+        }
         let store = Store {
             inner: Arc::new(Inner {
                 shards,
-                clock: AtomicU64::new(1),
+                clock: AtomicU64::new(first),
                 mem_used: AtomicU64::new(0),
-                disk_used: AtomicU64::new(0),
-                entries: AtomicU64::new(0),
+                disk_used: AtomicU64::new(disk_used),
+                entries: AtomicU64::new(entries),
                 entries_mem: AtomicU64::new(0),
                 counters: Counters::default(),
                 disk,
                 writer: Mutex::new(Writer {
                     log,
-                    live_log_bytes: 0,
+                    live_log_bytes,
                     disk_victims: VecDeque::new(),
                 }),
                 mem_victims: Mutex::new(VecDeque::new()),
                 cfg,
             }),
         };
-        store.load(records);
-        report.entries = store.inner.entries.load(Ordering::Relaxed);
-        report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
+        report.entries = entries;
+        report.bytes_on_disk = disk_used;
         report.index_load_time = t0.elapsed();
         if damaged_mid {
             // Entries may be missing from the index: recover them from the blob files before serving, then
@@ -277,56 +280,6 @@ impl Store {
                 store.inner.counters.evictions.load(Ordering::Relaxed) - before;
         }
         Ok((store, report))
-    }
-
-    /// Applies replayed records to the empty index. Recency follows log order.
-    fn load(&self, records: Vec<Record>) {
-        let mut map: HashMap<Vec<u8>, (u64, u64, u128)> = HashMap::new();
-        for r in records {
-            match r {
-                Record::Put {
-                    key,
-                    file_id,
-                    body_len,
-                    checksum,
-                } => {
-                    map.insert(key, (file_id, body_len, checksum));
-                }
-                Record::Del { key, file_id } => {
-                    if map.get(&key).is_some_and(|v| v.0 == file_id) {
-                        map.remove(&key);
-                    }
-                }
-                Record::Clear => map.clear(),
-                Record::Reserve { .. } => {}
-            }
-        }
-        let mut items: Vec<_> = map.into_iter().collect();
-        // Log order is lost in the map; file ids grow with time, so they restore it.
-        items.sort_unstable_by_key(|(_, v)| v.0);
-        let mut w = self.writer();
-        for (key, (file_id, size, checksum)) in items {
-            let tick = self.tick();
-            w.live_log_bytes += put_record_len(key.len());
-            self.inner
-                .disk_used
-                .fetch_add(format::file_len(key.len(), size), Ordering::Relaxed);
-            self.inner.entries.fetch_add(1, Ordering::Relaxed);
-            let e = Arc::new(Entry {
-                size,
-                file_id,
-                checksum,
-                tick: AtomicU64::new(tick),
-                mem: Mutex::new(MemState {
-                    bytes: None,
-                    removed: false,
-                }),
-            });
-            self.shard(&key)
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.into(), e);
-        }
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -1172,6 +1125,48 @@ impl Store {
         let e = self.find(key)?;
         let d = self.inner.disk.as_ref()?;
         (e.file_id != 0).then(|| d.blob_path(e.file_id))
+    }
+}
+
+/// Applies one replayed index record to the shards of a store being opened.
+fn replay_record(shards: &[RwLock<Shard>], hasher: Option<KeyHasher>, rec: Record) {
+    let shard_of = |key: &[u8]| {
+        let h = hasher.map_or_else(|| xxh3_64(key), |f| f(key));
+        &shards[(h as usize) % SHARDS]
+    };
+    match rec {
+        Record::Put {
+            key,
+            file_id,
+            body_len,
+            checksum,
+        } => {
+            let e = Arc::new(Entry {
+                size: body_len,
+                file_id,
+                checksum,
+                // File ids grow with time, so they order entries by recency of their put.
+                tick: AtomicU64::new(file_id),
+                mem: Mutex::new(MemState {
+                    bytes: None,
+                    removed: false,
+                }),
+            });
+            let mut s = shard_of(&key).write().unwrap_or_else(|e| e.into_inner());
+            s.insert(key.into_boxed_slice(), e);
+        }
+        Record::Del { key, file_id } => {
+            let mut s = shard_of(&key).write().unwrap_or_else(|e| e.into_inner());
+            if s.get(key.as_slice()).is_some_and(|e| e.file_id == file_id) {
+                s.remove(key.as_slice());
+            }
+        }
+        Record::Clear => {
+            for s in shards {
+                s.write().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+        }
+        Record::Reserve { .. } => {}
     }
 }
 
