@@ -145,19 +145,6 @@ pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
     )
 }
 
-/// Point-in-time statistics of one store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub puts: u64,
-    pub entries: u64,
-    pub entries_in_memory: u64,
-    pub bytes_in_memory: u64,
-    pub bytes_on_disk: u64,
-    /// Entries dropped from the cache to stay within a budget.
-    pub evictions: u64,
-    pub corrupt_dropped: u64,
-    pub memory_budget: u64,
-    pub disk_budget: u64,
-}
+/// Point-in-time statistics of one store: the same counters the cache services report on the wire.
+/// `evictions` counts entries dropped to stay within a budget (a hot copy leaving memory is not one).
+pub type StoreStats = spark_proto::cache::CacheStats;

@@ -287,11 +287,7 @@ impl Store {
     }
 
     fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
-        let h = match self.inner.cfg.key_hasher {
-            Some(f) => f(key),
-            None => xxh3_64(key),
-        };
-        &self.inner.shards[(h as usize) % SHARDS]
+        &self.inner.shards[shard_index(self.inner.cfg.key_hasher, key)]
     }
 
     fn tick(&self) -> u64 {
@@ -1128,12 +1124,15 @@ impl Store {
     }
 }
 
+/// The shard a key lives in.
+fn shard_index(hasher: Option<KeyHasher>, key: &[u8]) -> usize {
+    let h = hasher.map_or_else(|| xxh3_64(key), |f| f(key));
+    (h as usize) % SHARDS
+}
+
 /// Applies one replayed index record to the shards of a store being opened.
 fn replay_record(shards: &[RwLock<Shard>], hasher: Option<KeyHasher>, rec: Record) {
-    let shard_of = |key: &[u8]| {
-        let h = hasher.map_or_else(|| xxh3_64(key), |f| f(key));
-        &shards[(h as usize) % SHARDS]
-    };
+    let shard_of = |key: &[u8]| &shards[shard_index(hasher, key)];
     match rec {
         Record::Put {
             key,

@@ -279,21 +279,7 @@ impl<K: CacheKey> BlobCache<K> {
 
     async fn stats(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
         let _: Stats = req.decode()?;
-        let s = self.store.stats();
-        req.reply(&CacheStats {
-            hits: s.hits,
-            misses: s.misses,
-            puts: s.puts,
-            entries: s.entries,
-            entries_in_memory: s.entries_in_memory,
-            bytes_in_memory: s.bytes_in_memory,
-            bytes_on_disk: s.bytes_on_disk,
-            evictions: s.evictions,
-            corrupt_dropped: s.corrupt_dropped,
-            memory_budget: s.memory_budget,
-            disk_budget: s.disk_budget,
-        })
-        .await
+        req.reply(&self.store.stats()).await
     }
 
     /// For services' own messages: an unknown type.
