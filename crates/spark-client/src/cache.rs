@@ -123,7 +123,7 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
             let n = (buf.len() as u64).min(left) as usize;
             if let Err(e) = r.read_exact(&mut buf[..n]) {
                 // The daemon is owed the rest of the stream; the connection cannot be reused.
-                drop(c);
+                c.poison();
                 return Err(Error::Protocol(format!(
                     "cannot read the blob to send: {e}"
                 )));
@@ -191,6 +191,7 @@ fn read_stream(
     loop {
         let f = c.read_reply()?;
         if f.service != service {
+            c.poison();
             return Err(Error::Protocol(format!(
                 "stream frame for service 0x{:04x}",
                 f.service
@@ -200,6 +201,7 @@ fn read_stream(
             msg::STREAM_CHUNK => {
                 got += f.payload.len() as u64;
                 if got > total {
+                    c.poison();
                     return Err(Error::Protocol(format!(
                         "stream longer than its announced {total} bytes"
                     )));
@@ -220,6 +222,7 @@ fn read_stream(
                 return Ok(());
             }
             t => {
+                c.poison();
                 return Err(Error::Protocol(format!(
                     "unexpected message 0x{t:04x} in a stream"
                 )));

@@ -168,13 +168,43 @@ impl Conn {
         }
     }
 
-    /// Drops replies owed to one-way sends.
+    /// Drops replies owed to one-way sends (their errors included: that is what one-way means).
     fn settle(&mut self) -> Result<()> {
         while self.discard > 0 {
-            self.read_frame()?;
             self.discard -= 1;
+            let f = self.read_frame()?;
+            self.skip_stream_after(&f)?;
         }
         Ok(())
+    }
+
+    /// If `f` opens a streamed reply (a cache GetResponse with status 2), reads and drops the rest of the
+    /// stream so the next reply is read in step. Returns whether it did.
+    pub(crate) fn skip_stream_after(&mut self, f: &Frame) -> Result<bool> {
+        let streamed = f.service != service::CONTROL
+            && f.msg_type == spark_proto::cache::GET_RESPONSE
+            && f.payload.first() == Some(&2);
+        if !streamed {
+            return Ok(false);
+        }
+        loop {
+            let c = self.read_frame()?;
+            match c.msg_type {
+                msg::STREAM_CHUNK => continue,
+                msg::STREAM_END | msg::ERROR => return Ok(true),
+                t => {
+                    self.broken = true;
+                    return Err(Error::Protocol(format!(
+                        "unexpected message 0x{t:04x} in a stream"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Marks the connection unusable (a stream was left half-sent or half-read).
+    pub(crate) fn poison(&mut self) {
+        self.broken = true;
     }
 
     /// Reads one reply: `Err(Daemon)` for an ErrorResponse.
@@ -309,7 +339,9 @@ impl Client {
     }
 
     /// Sends every frame, then reads every reply, in order: one round trip for the batch. Each reply is
-    /// `Ok(frame)` or `Err(Error::Daemon)`; a transport failure fails the whole batch.
+    /// `Ok(frame)` or `Err(Error::Daemon)`; a transport failure fails the whole batch. A reply that streams
+    /// (a get of a blob too large for one frame) is read past and reported as `Err(Error::Protocol)`: fetch
+    /// such blobs with [`crate::CacheClient::get`].
     pub fn pipeline(&self, frames: &[Frame]) -> Result<Vec<Result<Frame>>> {
         let mut c = self.lock();
         for f in frames {
@@ -319,6 +351,10 @@ impl Client {
         let mut out = Vec::with_capacity(frames.len());
         for _ in frames {
             match c.read_reply() {
+                Ok(f) if c.skip_stream_after(&f)? => out.push(Err(Error::Protocol(
+                    "a streamed reply cannot be returned from a pipeline; use CacheClient::get"
+                        .into(),
+                ))),
                 Ok(f) => out.push(Ok(f)),
                 Err(e @ Error::Daemon(_)) => out.push(Err(e)),
                 Err(e) => return Err(e),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use spark_proto::{ErrorCode, ErrorResponse, service};
+use spark_proto::{ErrorCode, ErrorResponse, msg, service};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -65,12 +65,14 @@ impl ServerState {
         *self.shutdown.borrow()
     }
 
-    /// Registers a sponsor process; returns the number of sponsors.
+    /// Registers a sponsor process; returns the number of live sponsors.
     pub fn add_sponsor(&self, pid: u32) -> u32 {
-        let mut s = self.sponsors.lock().unwrap_or_else(|e| e.into_inner());
-        s.insert(pid);
+        self.sponsors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
         self.had_sponsor.store(true, Ordering::Relaxed);
-        s.len() as u32
+        self.live_sponsors() as u32
     }
 
     /// Drops dead sponsors; returns how many are alive.
@@ -81,7 +83,15 @@ impl ServerState {
     }
 }
 
+/// Whether a sponsor pid names a possible process (kill(2) treats 0 and negative values as groups).
+pub fn valid_pid(pid: u32) -> bool {
+    pid > 0 && pid <= i32::MAX as u32
+}
+
 fn process_alive(pid: u32) -> bool {
+    if !valid_pid(pid) {
+        return false;
+    }
     let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
         return false;
     };
@@ -362,6 +372,12 @@ async fn dispatch(
     state: &Arc<ServerState>,
 ) -> Result<(), ()> {
     let service_id = frame.service;
+    if frame.msg_type == msg::STREAM_CHUNK || frame.msg_type == msg::STREAM_END {
+        // Outside an upload these belong to a PutStream that was already answered (refused before the
+        // stream began: unknown service, malformed header). Dropping them keeps one reply per request.
+        debug!("dropping a stream frame that belongs to no upload (service 0x{service_id:04x})");
+        return Ok(());
+    }
     let Some(svc) = state.registry.get(service_id).cloned() else {
         return conn
             .send_error(service_id, &unknown_service(service_id))

@@ -314,3 +314,166 @@ fn connection_churn_leaves_nothing_behind() {
     assert_eq!(s.current_connections, 1);
     assert!(s.total_connections >= 2051);
 }
+
+#[test]
+fn refused_upload_streams_keep_one_reply_per_request() {
+    use spark_client::spark_proto::cache::{PUT_STREAM, StreamEnd};
+    use spark_client::spark_proto::msg;
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let ping = Ping {
+        data: Bytes::from_static(b"after"),
+    }
+    .to_frame(service::CONTROL)
+    .unwrap();
+    // An upload to a service that does not exist: one UnknownService reply, the rest of the stream dropped.
+    let unknown = [
+        Frame::new(0x7777, PUT_STREAM, Bytes::from_static(&[0; 18])).unwrap(),
+        Frame::new(0x7777, msg::STREAM_CHUNK, Bytes::from_static(b"abc")).unwrap(),
+        StreamEnd { checksum: 0 }.to_frame(0x7777).unwrap(),
+    ];
+    // The daemon owes one reply for the three frames: read them off a raw socket.
+    let mut raw0 = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    {
+        use std::io::{Read, Write};
+        for f in unknown.iter().chain([&ping]) {
+            raw0.write_all(&f.to_bytes()).unwrap();
+        }
+        raw0.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let mut frames = Vec::new();
+        while frames.len() < 2 {
+            let mut tmp = [0u8; 4096];
+            let n = raw0.read(&mut tmp).unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&tmp[..n]);
+            while let Some(f) = Frame::decode_from(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        let e = spark_client::spark_proto::ErrorResponse::decode(&frames[0].payload).unwrap();
+        assert_eq!(e.kind(), ErrorCode::UnknownService);
+        assert_eq!(
+            Pong::decode(&frames[1].payload).unwrap().data,
+            Bytes::from_static(b"after")
+        );
+    }
+    let mut raw = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    use std::io::{Read, Write};
+    let start = Frame::new(service::SHADER, PUT_STREAM, Bytes::from_static(&[1, 2, 3])).unwrap();
+    let chunk = Frame::new(
+        service::SHADER,
+        msg::STREAM_CHUNK,
+        Bytes::from_static(b"abc"),
+    )
+    .unwrap();
+    let end = StreamEnd { checksum: 0 }.to_frame(service::SHADER).unwrap();
+    for f in [&start, &chunk, &end, &ping] {
+        raw.write_all(&f.to_bytes()).unwrap();
+    }
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let mut tmp = [0u8; 4096];
+        let n = raw.read(&mut tmp).unwrap();
+        assert!(n > 0, "daemon closed early");
+        buf.extend_from_slice(&tmp[..n]);
+        while let Some(f) = Frame::decode_from(&mut buf).unwrap() {
+            frames.push(f);
+        }
+    }
+    assert!(
+        frames[0].is_error(),
+        "a malformed PutStream is answered once, with an error"
+    );
+    assert_eq!(
+        Pong::decode(&frames[1].payload).unwrap().data,
+        Bytes::from_static(b"after"),
+        "next reply in step"
+    );
+    c.ping().unwrap();
+}
+
+#[test]
+fn oversize_frame_inside_an_upload_is_explained_before_closing() {
+    use spark_client::spark_proto::cache::{PutStream, ShaderKey as K};
+    use spark_client::spark_proto::{FrameHeader, msg};
+    use std::io::{Read, Write};
+    let d = Daemon::start(&[]);
+    let mut raw = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let start = PutStream {
+        key: K {
+            source_hash: 1,
+            target: 1,
+            stage: 1,
+        },
+        total_len: 100,
+    }
+    .to_frame(service::SHADER)
+    .unwrap();
+    raw.write_all(&start.to_bytes()).unwrap();
+    let bad = FrameHeader {
+        len: u32::MAX,
+        service: service::SHADER,
+        msg_type: msg::STREAM_CHUNK,
+    }
+    .encode();
+    raw.write_all(&bad).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut all = Vec::new();
+    raw.read_to_end(&mut all).unwrap();
+    let f = Frame::decode_exact(&all).expect("one error frame, then close");
+    assert!(f.is_error());
+    let e = spark_client::spark_proto::ErrorResponse::decode(&f.payload).unwrap();
+    assert_eq!(e.kind(), ErrorCode::TooLarge);
+}
+
+#[test]
+fn sponsor_pids_are_validated() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    for bad in [0u32, 0x8000_0000, u32::MAX] {
+        let err = c.register_sponsor(bad).unwrap_err();
+        assert_eq!(err.daemon_code(), Some(ErrorCode::Malformed), "pid {bad}");
+    }
+    assert_eq!(
+        c.register_sponsor(std::process::id()).unwrap(),
+        1,
+        "a live sponsor counts"
+    );
+}
+
+#[test]
+fn pipelines_stay_in_step_around_streamed_replies() {
+    use spark_client::spark_proto::cache::{Get, GetResponse, GetStatus};
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let big = ShaderKey {
+        source_hash: 1,
+        target: 0,
+        stage: 0,
+    };
+    let small = ShaderKey {
+        source_hash: 2,
+        target: 0,
+        stage: 0,
+    };
+    c.shader().put(&big, &vec![1u8; 20 << 20]).unwrap();
+    c.shader().put(&small, b"small").unwrap();
+    let frames = vec![
+        Get { key: big }.to_frame(service::SHADER).unwrap(),
+        Get { key: small }.to_frame(service::SHADER).unwrap(),
+    ];
+    let r = c.pipeline(&frames).unwrap();
+    assert!(
+        matches!(r[0], Err(Error::Protocol(_))),
+        "streamed reply reported, not returned"
+    );
+    let g = GetResponse::decode(&r[1].as_ref().unwrap().payload).unwrap();
+    assert_eq!(g.status, GetStatus::Inline(Bytes::from_static(b"small")));
+    // One-way gets of big blobs are drained too.
+    c.send_one_way(&frames[0]).unwrap();
+    c.ping().unwrap();
+}

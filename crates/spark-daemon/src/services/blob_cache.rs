@@ -9,6 +9,7 @@ use spark_proto::cache::*;
 use spark_proto::{BlobHasher, ErrorCode, MAX_PAYLOAD, Message, msg};
 use spark_store::{ColdRead, Lookup, PutWriter, Store, StoreError};
 
+use crate::conn::ConnError;
 use crate::registry::{HandlerError, Request, unknown_message};
 
 /// Chunk size for streamed replies.
@@ -213,8 +214,24 @@ impl<K: CacheKey> BlobCache<K> {
             }
         };
         let mut received: u64 = 0;
+        // Replies to earlier pipelined requests must not wait behind this upload: the client may be
+        // waiting for them before it sends the chunks.
+        req.conn.flush().await?;
         loop {
-            let f = req.conn.read_frame().await?;
+            let f = req.conn.read_frame().await.map_err(|e| match e {
+                // The stream cannot continue; say why before the connection closes.
+                ConnError::Proto(p) => HandlerError::Close(spark_proto::ErrorResponse::new(
+                    ErrorCode::TooLarge,
+                    format!("{p} inside an upload stream; closing the connection"),
+                )),
+                ConnError::FrameTimeout(t) => HandlerError::Close(spark_proto::ErrorResponse::new(
+                    ErrorCode::StreamMismatch,
+                    format!(
+                        "upload stream frame not completed within {t:?}; closing the connection"
+                    ),
+                )),
+                e => HandlerError::Conn(e),
+            })?;
             if f.service != self.service
                 || !(f.msg_type == msg::STREAM_CHUNK || f.msg_type == msg::STREAM_END)
             {

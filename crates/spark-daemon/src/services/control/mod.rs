@@ -10,6 +10,17 @@ pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub struct ControlService;
 
+fn check_pid(pid: u32) -> Result<(), HandlerError> {
+    if crate::server::valid_pid(pid) {
+        Ok(())
+    } else {
+        Err(HandlerError::reply(
+            ErrorCode::Malformed,
+            format!("sponsor pid {pid} is not a valid process id"),
+        ))
+    }
+}
+
 impl Service for ControlService {
     fn id(&self) -> u16 {
         service::CONTROL
@@ -75,6 +86,7 @@ impl Service for ControlService {
                     }
                     tracing::debug!(client = %h.client_name, pid = h.pid, "hello");
                     if h.flags & HELLO_FLAG_SPONSOR != 0 {
+                        check_pid(h.pid)?;
                         req.state.add_sponsor(h.pid);
                     }
                     let r = HelloResponse {
@@ -88,6 +100,7 @@ impl Service for ControlService {
                 }
                 REGISTER_SPONSOR => {
                     let r: RegisterSponsor = req.decode()?;
+                    check_pid(r.pid)?;
                     let sponsors = req.state.add_sponsor(r.pid);
                     req.reply(&RegisterSponsorAck { sponsors }).await
                 }
