@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
@@ -41,7 +42,21 @@ impl IndexLog {
     ) -> Result<(IndexLog, Replay), StoreError> {
         let path = Self::path(dir);
         let mut data = Vec::new();
-        match File::open(&path) {
+        // A symlink here was planted: never read or append through it. Drop it and rebuild the index from
+        // the blob files, as for a damaged log.
+        let planted = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if planted {
+            tracing::warn!(
+                "{} is a symlink; removing it and recovering the index from the blob files",
+                path.display()
+            );
+            std::fs::remove_file(&path).map_err(|e| StoreError::io("remove symlink", &path, e))?;
+        }
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow())
+            .open(&path)
+        {
             Ok(mut f) => {
                 f.read_to_end(&mut data)
                     .map_err(|e| StoreError::io("read", &path, e))?;
@@ -51,7 +66,7 @@ impl IndexLog {
         }
         let mut replay = Replay {
             damaged_bytes: 0,
-            damaged_mid_log: false,
+            damaged_mid_log: planted,
         };
         let mut good_end = INDEX_MAGIC.len();
         if data.len() < INDEX_MAGIC.len() {
@@ -97,6 +112,7 @@ impl IndexLog {
             .truncate(false)
             .read(true)
             .write(true)
+            .custom_flags(nofollow())
             .open(&path)
             .map_err(|e| StoreError::io("open", &path, e))?;
         if data.is_empty() {
@@ -162,11 +178,14 @@ impl IndexLog {
         for r in records {
             r.encode(&mut out);
         }
+        // Never write through whatever is already at the temp path (a planted symlink would redirect the
+        // rewrite outside the cache): remove it and create the file afresh.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .read(true)
+            .custom_flags(nofollow())
             .open(&tmp)
             .map_err(|e| StoreError::io("create", &tmp, e))?;
         f.write_all(&out)
@@ -180,6 +199,10 @@ impl IndexLog {
         self.len = out.len() as u64;
         Ok(())
     }
+}
+
+fn nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// Finds the next offset at or after `from` where a whole valid record starts.

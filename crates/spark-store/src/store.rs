@@ -202,6 +202,9 @@ impl Store {
                 for d in [dir, &blobs, &tmp] {
                     ensure_real_dir(d)?;
                 }
+                // Before serving, not in the background sweep: reads and writes would go through a planted
+                // symlink in the meantime.
+                remove_symlinks_in(&blobs);
                 // Records are applied as they are read: no second copy of the index while loading.
                 let (log, replay) =
                     IndexLog::open(dir, cfg.durability == Durability::Fsync, |rec| {
@@ -343,6 +346,12 @@ impl Store {
                 // Replaced or evicted meanwhile, or lost: a miss, and forget it if it is still indexed.
                 self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 self.remove_if_same(&key, &entry);
+                return Ok(ColdRead::Gone);
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                // A symlink planted in place of the blob file: never followed; the entry is dropped (and the
+                // link deleted) like any other damaged one.
+                self.drop_corrupt(&key, &entry, "blob file is a symlink");
                 return Ok(ColdRead::Gone);
             }
             Err(e) => return Err(StoreError::io("open", &path, e)),
@@ -1194,6 +1203,19 @@ fn read_blob_meta(path: &Path) -> Option<(Vec<u8>, BlobHeader, u128)> {
     let mut t = [0u8; BLOB_TRAILER_LEN];
     f.read_exact(&mut t).ok()?;
     Some((key, h, u128::from_le_bytes(t)))
+}
+
+/// Deletes symlinks among the fan-out directories (a symlinked fan-out would be followed by every open).
+fn remove_symlinks_in(blobs: &Path) {
+    let Ok(rd) = std::fs::read_dir(blobs) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_symlink()) {
+            warn!("removing planted symlink {}", e.path().display());
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Creates a directory if missing and refuses to go through a symlink.
