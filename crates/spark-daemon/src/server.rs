@@ -329,6 +329,7 @@ async fn serve_conn(stream: UnixStream, state: &Arc<ServerState>, frame_timeout:
         let e = ErrorResponse::new(ErrorCode::PermissionDenied, why);
         let _ = conn.send_error(service::CONTROL, &e).await;
         let _ = conn.flush().await;
+        drain_refused(&conn).await;
         return;
     }
     let mut shutdown = state.shutdown.subscribe();
@@ -363,6 +364,27 @@ async fn serve_conn(stream: UnixStream, state: &Arc<ServerState>, frame_timeout:
         }
     }
     let _ = conn.flush().await;
+}
+
+/// Discards what a refused client sends, for at most a second, until it hangs up. Closing with its request
+/// still unread would reset the connection, and the client would never see the reason it was refused.
+async fn drain_refused(conn: &Conn) {
+    let s = conn.stream();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if s.readable().await.is_err() {
+                return;
+            }
+            match s.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// Routes one frame to its service and turns handler errors into ErrorResponses. `Err` closes the connection.
