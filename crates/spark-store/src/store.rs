@@ -1061,7 +1061,17 @@ impl Store {
                             losers.push(id);
                         }
                     }
-                    _ => losers.push(id),
+                    Some(_) => losers.push(id),
+                    None => {
+                        // Named like a blob but unreadable or failing its checksum: damage (files appear
+                        // under their final name only when complete), counted like a damaged entry.
+                        self.inner
+                            .counters
+                            .corrupt_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(store = %self.inner.cfg.name, file_id = id, "dropped a corrupt unindexed blob file");
+                        losers.push(id);
+                    }
                 }
             }
         }
@@ -1183,9 +1193,10 @@ fn put_record_len(key_len: usize) -> u64 {
     (format::RECORD_PREFIX + 1 + 8 + 8 + 16 + 4 + key_len) as u64
 }
 
-/// Reads a blob file's key, header and stored checksum (not the body).
+/// Reads an unindexed blob file's key, header and checksum, verifying the whole file: such files are only
+/// met by the sweep (crash leftovers, or recovery from a damaged index), and a damaged key must not be adopted
+/// under the wrong name.
 fn read_blob_meta(path: &Path) -> Option<(Vec<u8>, BlobHeader, u128)> {
-    use std::io::{Seek, SeekFrom};
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(nofollow())
@@ -1199,10 +1210,19 @@ fn read_blob_meta(path: &Path) -> Option<(Vec<u8>, BlobHeader, u128)> {
     }
     let mut key = vec![0u8; h.key_len as usize];
     f.read_exact(&mut key).ok()?;
-    f.seek(SeekFrom::End(-(BLOB_TRAILER_LEN as i64))).ok()?;
+    let mut hasher = format::blob_hasher(&hb, &key);
+    let mut left = h.body_len;
+    let mut buf = vec![0u8; (1 << 20).min(left as usize)];
+    while left > 0 {
+        let n = (buf.len() as u64).min(left) as usize;
+        f.read_exact(&mut buf[..n]).ok()?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
     let mut t = [0u8; BLOB_TRAILER_LEN];
     f.read_exact(&mut t).ok()?;
-    Some((key, h, u128::from_le_bytes(t)))
+    let sum = u128::from_le_bytes(t);
+    (hasher.digest128() == sum).then_some((key, h, sum))
 }
 
 /// Deletes symlinks among the fan-out directories (a symlinked fan-out would be followed by every open).
