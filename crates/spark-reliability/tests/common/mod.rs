@@ -164,3 +164,9 @@ pub fn percentile_us(v: &mut [Duration], p: f64) -> f64 {
     let i = ((v.len() - 1) as f64 * p / 100.0).round() as usize;
     v[i].as_secs_f64() * 1e6
 }
+
+/// Whether `p` lies in a cache's `tmp/` directory below `root` (the test's own temp dir may be under /tmp).
+pub fn in_tmp_dir(p: &Path, root: &Path) -> bool {
+    p.strip_prefix(root)
+        .is_ok_and(|rel| rel.components().any(|c| c.as_os_str() == "tmp"))
+}
