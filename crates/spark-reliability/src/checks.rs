@@ -288,7 +288,7 @@ pub fn check_index_replay(data: &[u8]) {
                     let (_, f) = &mut files[which];
                     if op & 0x80 != 0 {
                         f.truncate(at % (f.len() + 1));
-                    } else {
+                    } else if !f.is_empty() {
                         let i = at % f.len();
                         f[i] ^= 1 << (op >> 4 & 7);
                     }

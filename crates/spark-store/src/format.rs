@@ -18,6 +18,18 @@ pub const INDEX_MAGIC_PREFIX: &[u8; 6] = b"SPKIDX";
 /// Largest key a record may carry (asset paths are at most 4 KiB plus a platform byte).
 pub const MAX_KEY_LEN: usize = 64 * 1024;
 
+/// Largest body a blob header or index record may describe: far beyond any disk, and small enough that file
+/// lengths and byte totals computed from it cannot overflow.
+pub const MAX_BODY_LEN: u64 = 1 << 48;
+
+/// Blob file ids are `1..=MAX_FILE_ID`: 0 means "no file", and ids are issued in sequence from 1, so a larger
+/// one is damage (and would overflow the id arithmetic).
+pub const MAX_FILE_ID: u64 = 1 << 62;
+
+fn valid_file_id(id: u64) -> bool {
+    (1..=MAX_FILE_ID).contains(&id)
+}
+
 /// Errors parsing on-disk bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
@@ -58,10 +70,11 @@ impl BlobHeader {
         if key_len as usize > MAX_KEY_LEN {
             return Err(FormatError::Invalid("key length"));
         }
-        Ok(BlobHeader {
-            key_len,
-            body_len: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
-        })
+        let body_len = u64::from_le_bytes(b[12..20].try_into().expect("8 bytes"));
+        if body_len > MAX_BODY_LEN {
+            return Err(FormatError::Invalid("body length"));
+        }
+        Ok(BlobHeader { key_len, body_len })
     }
 
     /// Size of the whole file this header describes.
@@ -72,7 +85,8 @@ impl BlobHeader {
 
 /// Size of a blob file for a key and body length.
 pub fn file_len(key_len: usize, body_len: u64) -> u64 {
-    (BLOB_HEADER_LEN + key_len + BLOB_TRAILER_LEN) as u64 + body_len
+    // Saturating: a size that large is refused elsewhere, never wrapped into a small one here.
+    ((BLOB_HEADER_LEN + key_len + BLOB_TRAILER_LEN) as u64).saturating_add(body_len)
 }
 
 /// Starts the checksum of a blob file: header and key.
@@ -208,6 +222,22 @@ impl Record {
         if r.pos != body.len() {
             return Err(FormatError::Invalid("record has trailing bytes"));
         }
+        // A checksum only proves the bytes were written as they are; these values were never written by a
+        // store, and would break its accounting (found by fuzzing index replay).
+        match &rec {
+            Record::Put {
+                file_id, body_len, ..
+            } if !valid_file_id(*file_id) || *body_len > MAX_BODY_LEN => {
+                return Err(FormatError::Invalid("put record file id or length"));
+            }
+            Record::Del { file_id, .. } if !valid_file_id(*file_id) => {
+                return Err(FormatError::Invalid("del record file id"));
+            }
+            Record::Reserve { up_to } if *up_to > MAX_FILE_ID => {
+                return Err(FormatError::Invalid("reserve record id"));
+            }
+            _ => {}
+        }
         Ok((rec, total))
     }
 }
@@ -263,7 +293,9 @@ pub fn parse_blob_file_name(name: &str) -> Option<u64> {
     {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|id| valid_file_id(*id))
 }
 
 /// The fan-out directory of a blob id: two hex digits.

@@ -241,7 +241,7 @@ impl Store {
             let s = s.read().unwrap_or_else(|e| e.into_inner());
             for (k, e) in s.iter() {
                 entries += 1;
-                disk_used += format::file_len(k.len(), e.size);
+                disk_used = disk_used.saturating_add(format::file_len(k.len(), e.size));
                 live_log_bytes += put_record_len(k.len());
             }
         }
