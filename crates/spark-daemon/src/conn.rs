@@ -141,29 +141,39 @@ impl Conn {
         msg_type: u16,
         payload: &Bytes,
     ) -> Result<(), ConnError> {
-        if payload.len() > spark_proto::MAX_PAYLOAD {
-            return Err(ProtoError::FrameTooLarge {
-                len: payload.len() as u64,
-            }
-            .into());
+        self.send_parts(service, msg_type, &[], payload).await
+    }
+
+    /// Sends a frame whose payload is `head` (a few message bytes) followed by `body` (a blob). A large body
+    /// is never copied: queued bytes, header and head go out with it in one vectored write.
+    pub async fn send_parts(
+        &mut self,
+        service: u16,
+        msg_type: u16,
+        head: &[u8],
+        body: &Bytes,
+    ) -> Result<(), ConnError> {
+        let len = head.len() + body.len();
+        if len > spark_proto::MAX_PAYLOAD {
+            return Err(ProtoError::FrameTooLarge { len: len as u64 }.into());
         }
         let h = FrameHeader {
-            len: payload.len() as u32,
+            len: len as u32,
             service,
             msg_type,
         }
         .encode();
-        if payload.len() < DIRECT_WRITE_MIN {
-            self.wbuf.extend_from_slice(&h);
-            self.wbuf.extend_from_slice(payload);
+        self.wbuf.extend_from_slice(&h);
+        self.wbuf.extend_from_slice(head);
+        if body.len() < DIRECT_WRITE_MIN {
+            self.wbuf.extend_from_slice(body);
             if self.wbuf.len() >= WRITE_BUF_HIGH {
                 self.flush().await?;
             }
             return Ok(());
         }
-        self.wbuf.extend_from_slice(&h);
-        let pending = self.wbuf.split().freeze();
-        write_all_vectored(&mut self.stream, &[pending, payload.clone()]).await?;
+        write_all_vectored(&mut self.stream, &[&self.wbuf[..], &body[..]]).await?;
+        self.wbuf.clear();
         Ok(())
     }
 
@@ -182,10 +192,15 @@ impl Conn {
 }
 
 /// Writes all buffers with as few syscalls as the kernel allows.
-async fn write_all_vectored(stream: &mut UnixStream, bufs: &[Bytes]) -> std::io::Result<()> {
+async fn write_all_vectored(stream: &mut UnixStream, bufs: &[&[u8]]) -> std::io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
     while idx < bufs.len() {
+        if bufs[idx].len() == off {
+            idx += 1;
+            off = 0;
+            continue;
+        }
         let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&bufs[idx][off..]))
             .chain(bufs[idx + 1..].iter().map(|b| IoSlice::new(b)))
             .collect();
@@ -193,7 +208,7 @@ async fn write_all_vectored(stream: &mut UnixStream, bufs: &[Bytes]) -> std::io:
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while idx < bufs.len() && n > 0 {
+        while n > 0 {
             let left = bufs[idx].len() - off;
             if n >= left {
                 n -= left;
@@ -203,10 +218,6 @@ async fn write_all_vectored(stream: &mut UnixStream, bufs: &[Bytes]) -> std::io:
                 off += n;
                 n = 0;
             }
-        }
-        while idx < bufs.len() && bufs[idx].len() == off {
-            idx += 1;
-            off = 0;
         }
     }
     Ok(())

@@ -84,20 +84,9 @@ impl<K: CacheKey> BlobCache<K> {
                 .await
             }
             Some(b) if b.len() < MAX_PAYLOAD => {
-                // Header and status byte, then the blob straight from its buffer.
-                let mut head = bytes::BytesMut::with_capacity(1);
-                head.extend_from_slice(&[1u8]);
-                let payload = if b.len() < 64 * 1024 {
-                    head.extend_from_slice(&b);
-                    head.freeze()
-                } else {
-                    let mut p = bytes::BytesMut::with_capacity(1 + b.len());
-                    p.extend_from_slice(&[1u8]);
-                    p.extend_from_slice(&b);
-                    p.freeze()
-                };
+                // Status byte 1, then the blob straight from its buffer: no copy of the body.
                 req.conn
-                    .send_raw(self.service, GET_RESPONSE, &payload)
+                    .send_parts(self.service, GET_RESPONSE, &[1u8], &b)
                     .await?;
                 Ok(())
             }
