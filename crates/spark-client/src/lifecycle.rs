@@ -351,6 +351,8 @@ struct State {
     /// A thread is connecting (possibly spawning) right now; others do not wait for it.
     connecting: bool,
     last_failure: Option<Instant>,
+    /// Bumped by `shutdown`, so a connect that was in flight across it is discarded.
+    epoch: u64,
 }
 
 static GLOBAL: LazyLock<Arc<DaemonConnection>> =
@@ -400,6 +402,8 @@ impl DaemonConnection {
         s.config = None;
         s.client = None;
         s.last_failure = None;
+        s.connecting = false;
+        s.epoch += 1;
     }
 
     pub fn is_initialised(&self) -> bool {
@@ -428,7 +432,7 @@ impl DaemonConnection {
 
     /// `force` skips the retry interval (used for the one immediate retry after a broken connection).
     fn connect_if(&self, force: bool) -> Option<Arc<Client>> {
-        let cfg = {
+        let (cfg, epoch) = {
             let mut s = self.state();
             if let Some(c) = &s.client {
                 return Some(c.clone());
@@ -445,16 +449,16 @@ impl DaemonConnection {
             }
             let cfg = cfg.clone();
             s.connecting = true;
-            cfg
+            (cfg, s.epoch)
         };
         // Unlocked: an auto-spawn may take up to `spawn_timeout`, and nobody should wait for it.
         let result = connect_or_spawn(&cfg);
         let mut s = self.state();
-        s.connecting = false;
-        if s.config.is_none() {
-            // shutdown() ran meanwhile: it wins.
+        if s.epoch != epoch {
+            // shutdown() ran meanwhile (perhaps another init too): this connection belongs to the past.
             return None;
         }
+        s.connecting = false;
         match result {
             Ok(c) => {
                 debug!(pid = c.hello().daemon_pid, "connected to sparkd");
