@@ -8,11 +8,13 @@
 //!   ErrorResponse from the daemon.
 //! - [`DaemonConnection`] and [`DaemonConfig`]: the engine lifecycle — the process-wide connection,
 //!   `SPARK_DAEMON_*` settings, a free [`try_connect`], auto-spawn, reconnect after a daemon restart.
+//! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it.
 
 mod cache;
 mod conn;
 mod error;
 pub mod lifecycle;
+pub mod tiered;
 
 pub use cache::{AssetCache, CacheClient, ShaderCache};
 pub use conn::{Client, ClientOptions};
@@ -21,6 +23,9 @@ pub use lifecycle::{DaemonConfig, DaemonConnection, SpawnError, connect_or_spawn
 pub use spark_proto;
 pub use spark_proto::cache::{AssetKey, CacheStats, ShaderKey};
 pub use spark_proto::control::{HelloResponse, StatsResponse, VersionResponse};
+pub use tiered::{
+    CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
+};
 
 /// The default socket path for this user (same rule as the daemon's).
 pub fn default_socket_path() -> std::path::PathBuf {
