@@ -501,10 +501,11 @@ fn daemon_killed_mid_session_degrades_to_misses_then_reconnects() {
 
 #[test]
 fn idle_timeout_exits_only_once_no_client_is_left() {
-    let mut d = Daemon::start(&["--memory-only", "--idle-timeout", "1"]);
+    // The harness's readiness ping disconnects just before `d.client()`; 2 s leaves that gap a wide margin.
+    let mut d = Daemon::start(&["--memory-only", "--idle-timeout", "2"]);
     let c = d.client();
     // Connected clients keep it alive however long they are quiet.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     c.ping().expect("still serving while a client is connected");
     drop(c);
     let st = d.wait_exit(SLOW).expect("exits after the idle timeout");
