@@ -1,6 +1,6 @@
 //! The connection: framing over a blocking Unix socket, behind a mutex.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -82,7 +82,7 @@ impl Conn {
             Ok(())
         } else {
             self.flush()?;
-            self.io(|s| s.write_all(payload))
+            self.io(|s| send_all(s, payload))
         }
     }
 
@@ -97,7 +97,7 @@ impl Conn {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.wbuf);
-        let r = self.io(|s| s.write_all(&buf));
+        let r = self.io(|s| send_all(s, &buf));
         self.wbuf = buf;
         self.wbuf.clear();
         r
@@ -232,6 +232,21 @@ impl Conn {
         }
         Ok(R::decode(&f.payload)?)
     }
+}
+
+/// `write_all` with MSG_NOSIGNAL: a daemon that died mid-session must surface as an EPIPE error (a miss for
+/// the engine), never as a SIGPIPE that kills a host process which, unlike Rust programs, does not ignore it
+/// (C and C++ engines using the C ABI).
+fn send_all(s: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::net::send(s, buf, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// A connection to sparkd. `Send + Sync`: share it across threads; each exchange holds it briefly.
