@@ -15,7 +15,8 @@ cargo fuzz build
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   seeds=()
-  [ -d "seeds/$t" ] && seeds=("seeds/$t")
+  [ -d "seeds/$t" ] && seeds+=("seeds/$t")
+  [ -d "regressions/$t" ] && seeds+=("regressions/$t")
   echo "==> fuzzing $t for ${secs}s"
   cargo fuzz run "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
     2>&1 | tee "/tmp/spark-fuzz-$t.log" | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+== ERROR|SUMMARY)|panicked' || true

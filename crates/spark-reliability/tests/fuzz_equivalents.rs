@@ -150,3 +150,39 @@ proptest! {
         checks::check_index_replay(&data);
     }
 }
+
+/// Writes the committed seed corpora in `fuzz/seeds/` (valid encodings a fuzzer cannot find by itself, since
+/// they carry checksums): `cargo test -p spark-reliability --test fuzz_equivalents -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let seeds = regressions_dir().join("../seeds");
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = seeds.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), data).unwrap();
+    };
+    write("frame", "two-puts", &valid_stream());
+    write("payloads", "asset-put", &valid_stream()[8..]);
+    write("record", "reserve-put-del-clear", &valid_records());
+    let key = b"\x01textures/rock.png";
+    let body = b"compiled bytes";
+    let hb = spark_store::format::BlobHeader {
+        key_len: key.len() as u32,
+        body_len: body.len() as u64,
+    }
+    .encode();
+    let mut h = spark_store::format::blob_hasher(&hb, key);
+    h.update(body);
+    let mut file = hb.to_vec();
+    file.extend_from_slice(key);
+    file.extend_from_slice(body);
+    file.extend_from_slice(&h.digest128().to_le_bytes());
+    write("blob", "valid-blob", &file);
+    // index_replay input: magic, then Put (key 0, id 3, 20 bytes, valid checksum, file kept), Del, Put.
+    write(
+        "index_replay",
+        "put-del-put",
+        &[0, 0x00, 3, 20, 0, 1, 0x12, 3, 0x10, 4, 30, 0, 1],
+    );
+}

@@ -52,7 +52,7 @@ pub fn raise_fd_limit() -> u64 {
     let mut l = getrlimit(Resource::Nofile);
     if l.current != l.maximum {
         l.current = l.maximum;
-        let _ = setrlimit(Resource::Nofile, l.clone());
+        let _ = setrlimit(Resource::Nofile, l);
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
