@@ -209,7 +209,7 @@ impl Store {
                 let (log, replay) =
                     IndexLog::open(dir, cfg.durability == Durability::Fsync, |rec| {
                         first = first.max(match &rec {
-                            Record::Put { file_id, .. } => file_id + 1,
+                            Record::Put { file_id, .. } => file_id.saturating_add(1),
                             Record::Reserve { up_to } => *up_to,
                             _ => 0,
                         });
@@ -534,11 +534,17 @@ impl Store {
 
     /// Issues a blob file id, recording a new reserved block in the index first when needed.
     fn alloc_id(&self, disk: &Disk) -> Result<u64, StoreError> {
-        let id = disk.next_id.fetch_add(1, Ordering::Relaxed);
+        // Saturating: only a crafted index gets ids near the top, and wrapping to 0 ("no file") would be worse.
+        let id = disk
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(1))
+            })
+            .unwrap_or_else(|v| v);
         if id >= disk.ceiling.load(Ordering::Acquire) {
             let mut w = self.writer();
             if id >= disk.ceiling.load(Ordering::Acquire) {
-                let up_to = id + ID_BLOCK;
+                let up_to = id.saturating_add(ID_BLOCK);
                 if let Some(log) = w.log.as_mut() {
                     log.append(&Record::Reserve { up_to })?;
                 }
@@ -1077,8 +1083,10 @@ impl Store {
         }
         if before_serving && max_seen >= disk.next_id.load(Ordering::Relaxed) {
             // The damaged index under-reported the ids in use: never reuse one.
-            disk.next_id.store(max_seen + 1, Ordering::Relaxed);
-            disk.ceiling.store(max_seen + 1, Ordering::Release);
+            disk.next_id
+                .store(max_seen.saturating_add(1), Ordering::Relaxed);
+            disk.ceiling
+                .store(max_seen.saturating_add(1), Ordering::Release);
         }
         for id in losers {
             disk.unlink(id);
