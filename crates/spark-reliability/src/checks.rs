@@ -211,23 +211,6 @@ fn body_for(key: u8, id: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A complete, valid blob file; returns it and its file checksum.
-fn blob_file(key: &[u8], body: &[u8]) -> (Vec<u8>, u128) {
-    let hb = BlobHeader {
-        key_len: key.len() as u32,
-        body_len: body.len() as u64,
-    }
-    .encode();
-    let mut h = format::blob_hasher(&hb, key);
-    h.update(body);
-    let sum = h.digest128();
-    let mut f = hb.to_vec();
-    f.extend_from_slice(key);
-    f.extend_from_slice(body);
-    f.extend_from_slice(&sum.to_le_bytes());
-    (f, sum)
-}
-
 /// Opens a store on a cache directory built from the input: an index log of (mostly well-formed) records
 /// mixed with garbage, and blob files that are valid, damaged, or missing. The store must open (or refuse
 /// with an error), never serve a body that was not validly written for that key, and stay usable.
@@ -260,7 +243,7 @@ pub fn check_index_replay(data: &[u8]) {
                 };
                 let len = (inp.u8() % 64) as usize;
                 let body = body_for(key[0], id, len);
-                let (file, sum) = blob_file(&key, &body);
+                let (file, sum) = format::encode_blob(&key, &body);
                 let body_len = if op % 7 == 1 { inp.u64() } else { len as u64 };
                 let checksum = if inp.u8() & 1 == 0 { sum } else { sum ^ 1 };
                 Record::Put {

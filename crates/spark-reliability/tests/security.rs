@@ -229,22 +229,6 @@ fn asset_keys_that_look_like_paths_stay_inside_the_cache() {
     );
 }
 
-/// A valid blob file for `key` whose body is `body`: what an attacker would plant outside the cache.
-fn evil_blob_file(key: &[u8], body: &[u8]) -> Vec<u8> {
-    let hb = BlobHeader {
-        key_len: key.len() as u32,
-        body_len: body.len() as u64,
-    }
-    .encode();
-    let mut h = format::blob_hasher(&hb, key);
-    h.update(body);
-    let mut f = hb.to_vec();
-    f.extend_from_slice(key);
-    f.extend_from_slice(body);
-    f.extend_from_slice(&h.digest128().to_le_bytes());
-    f
-}
-
 /// Snapshot of a directory tree: every path and its bytes (symlinks as their target).
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files_below(dir)
@@ -287,7 +271,7 @@ fn planted_symlinks_are_never_followed() {
         let f = std::fs::read(p).unwrap();
         let h = BlobHeader::decode(&f).unwrap();
         let key = f[BLOB_HEADER_LEN..BLOB_HEADER_LEN + h.key_len as usize].to_vec();
-        evil_blob_file(&key, &vec![b'!'; h.body_len as usize])
+        format::encode_blob(&key, &vec![b'!'; h.body_len as usize]).0
     };
     // (1) Blob files replaced by symlinks to their evil twins.
     for (i, p) in files.iter().enumerate().filter(|(i, _)| i % 3 == 0) {

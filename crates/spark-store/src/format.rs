@@ -95,6 +95,24 @@ pub fn blob_hasher(header: &[u8; BLOB_HEADER_LEN], key: &[u8]) -> Xxh3 {
     h
 }
 
+/// A whole blob file for `key` and `body`, and its checksum: the inverse of [`parse_blob`] (tests, tools).
+pub fn encode_blob(key: &[u8], body: &[u8]) -> (Vec<u8>, u128) {
+    let header = BlobHeader {
+        key_len: key.len() as u32,
+        body_len: body.len() as u64,
+    }
+    .encode();
+    let mut h = blob_hasher(&header, key);
+    h.update(body);
+    let sum = h.digest128();
+    let mut f = Vec::with_capacity(BLOB_HEADER_LEN + key.len() + body.len() + BLOB_TRAILER_LEN);
+    f.extend_from_slice(&header);
+    f.extend_from_slice(key);
+    f.extend_from_slice(body);
+    f.extend_from_slice(&sum.to_le_bytes());
+    (f, sum)
+}
+
 /// Parses a whole small blob file held in memory; returns the key and body ranges after verifying the
 /// checksum. Used by tests, the fuzzer and recovery.
 pub fn parse_blob(file: &[u8]) -> Result<(BlobHeader, &[u8], &[u8]), FormatError> {
@@ -365,13 +383,7 @@ mod tests {
             key_len: 3,
             body_len: body.len() as u64,
         };
-        let hb = h.encode();
-        let mut hasher = blob_hasher(&hb, key);
-        hasher.update(body);
-        let mut file = hb.to_vec();
-        file.extend_from_slice(key);
-        file.extend_from_slice(body);
-        file.extend_from_slice(&hasher.digest128().to_le_bytes());
+        let (file, _) = encode_blob(key, body);
         let (ph, k, b) = parse_blob(&file).unwrap();
         assert_eq!((ph, k, b), (h, &key[..], &body[..]));
         for i in 0..file.len() {
