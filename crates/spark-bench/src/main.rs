@@ -240,6 +240,7 @@ fn run(a: &Args) -> Result<()> {
     let spec = SparkdSpec {
         bin: &sparkd_bin,
         cache_root: None,
+        scratch: &work_dir,
         memory_budget_mb: a.memory_budget_mb,
         extra_args: &a.sparkd_args,
     };

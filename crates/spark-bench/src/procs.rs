@@ -84,14 +84,18 @@ impl Drop for Proc {
 pub struct Sparkd {
     pub proc: Proc,
     pub socket: PathBuf,
-    /// Holds the socket directory (and the cache, unless one was given) until the daemon is gone.
+    /// Hold the socket directory and the fresh cache (if any) until the daemon is gone.
     _dir: tempfile::TempDir,
+    _cache: Option<tempfile::TempDir>,
 }
 
 pub struct SparkdSpec<'a> {
     pub bin: &'a Path,
-    /// `None`: a fresh cache in the temporary directory.
+    /// `None`: a fresh cache in a temporary directory under `scratch`.
     pub cache_root: Option<&'a Path>,
+    /// Where fresh caches go. Not /tmp: the cache should sit where a user's `~/.cache` would, and on some
+    /// machines /tmp is a different (here: ten times slower to create files in) place than the home disk.
+    pub scratch: &'a Path,
     pub memory_budget_mb: u64,
     pub extra_args: &'a [String],
 }
@@ -101,10 +105,19 @@ impl Sparkd {
     pub fn spawn(spec: &SparkdSpec<'_>) -> Result<Sparkd> {
         let dir = tempfile::Builder::new().prefix("spark-bench").tempdir()?;
         let socket = dir.path().join("sparkd.sock");
-        let cache_root = spec
-            .cache_root
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.path().join("cache"));
+        let cache = match spec.cache_root {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("sparkd-cache")
+                    .tempdir_in(spec.scratch)?,
+            ),
+        };
+        let cache_root = match (&cache, spec.cache_root) {
+            (Some(t), _) => t.path().to_path_buf(),
+            (None, Some(r)) => r.to_path_buf(),
+            (None, None) => unreachable!("one of the two is set"),
+        };
         let child = Command::new(spec.bin)
             .arg("--socket")
             .arg(&socket)
@@ -121,6 +134,7 @@ impl Sparkd {
             proc: Proc::new(child, "sparkd"),
             socket,
             _dir: dir,
+            _cache: cache,
         })
     }
 

@@ -52,6 +52,7 @@ pub fn prepare(
     let mut d = Sparkd::start(&SparkdSpec {
         bin,
         cache_root: Some(&root),
+        scratch: base,
         memory_budget_mb: budget_mb,
         extra_args: &[],
     })?;
@@ -121,6 +122,7 @@ pub fn run_once(
     let mut d = Sparkd::spawn(&SparkdSpec {
         bin,
         cache_root: Some(root),
+        scratch: root,
         memory_budget_mb: budget_mb,
         extra_args: &[],
     })?;
