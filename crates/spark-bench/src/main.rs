@@ -65,6 +65,9 @@ struct Args {
     /// [default: 1500, 300 with --smoke]
     #[arg(long, value_name = "MS")]
     time_limit_ms: Option<u64>,
+    /// Only these operations in the kv and big groups (comma-separated): get, put
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    ops: Option<Vec<String>>,
     /// Memory budget given to every sparkd the bench starts, in MiB
     #[arg(long, default_value_t = 256)]
     memory_budget_mb: u64,
@@ -84,6 +87,17 @@ impl Args {
         self.only
             .as_ref()
             .is_none_or(|o| o.iter().any(|g| g == group))
+    }
+
+    fn ops(&self) -> Vec<Op> {
+        [Op::Get, Op::Put]
+            .into_iter()
+            .filter(|op| {
+                self.ops
+                    .as_ref()
+                    .is_none_or(|o| o.iter().any(|x| x.eq_ignore_ascii_case(op.name())))
+            })
+            .collect()
     }
 }
 
@@ -345,7 +359,7 @@ fn run(a: &Args) -> Result<()> {
                 if let Some(r) = &redis {
                     kv::redis_populate(r, size)?;
                 }
-                for op in [Op::Get, Op::Put] {
+                for op in a.ops() {
                     for clients in [1, 8] {
                         for depth in [1, 16] {
                             let total = counts.total(size, depth);
@@ -384,7 +398,7 @@ fn run(a: &Args) -> Result<()> {
             })
         };
         let mut run = || -> Result<()> {
-            for op in [Op::Get, Op::Put] {
+            for op in a.ops() {
                 for clients in [1, 8] {
                     let shape = Shape {
                         op,
