@@ -84,20 +84,10 @@ impl<K: CacheKey> BlobCache<K> {
                 .await
             }
             Some(b) if b.len() < MAX_PAYLOAD => {
-                // Header and status byte, then the blob straight from its buffer.
-                let mut head = bytes::BytesMut::with_capacity(1);
-                head.extend_from_slice(&[1u8]);
-                let payload = if b.len() < 64 * 1024 {
-                    head.extend_from_slice(&b);
-                    head.freeze()
-                } else {
-                    let mut p = bytes::BytesMut::with_capacity(1 + b.len());
-                    p.extend_from_slice(&[1u8]);
-                    p.extend_from_slice(&b);
-                    p.freeze()
-                };
+                // Status byte, then the blob straight from the store's buffer: copied once into the write
+                // buffer when small, written from where it is when large.
                 req.conn
-                    .send_raw(self.service, GET_RESPONSE, &payload)
+                    .send_parts(self.service, GET_RESPONSE, &[1u8], &b)
                     .await?;
                 Ok(())
             }
@@ -142,10 +132,12 @@ impl<K: CacheKey> BlobCache<K> {
         })
         .await?;
         let mut hasher = BlobHasher::new();
+        // One chunk buffer for the whole stream: each chunk is written out before the next is read into it.
+        let mut buf = Vec::new();
         loop {
-            let (back, next) = tokio::task::spawn_blocking(move || {
-                let n = r.next_chunk(STREAM_CHUNK);
-                (r, n)
+            let (back, back_buf, next) = tokio::task::spawn_blocking(move || {
+                let n = r.next_chunk_into(STREAM_CHUNK, &mut buf);
+                (r, buf, n)
             })
             .await
             .map_err(|e| {
@@ -155,14 +147,15 @@ impl<K: CacheKey> BlobCache<K> {
                 ))
             })?;
             r = back;
+            buf = back_buf;
             match next {
-                Ok(Some(chunk)) => {
-                    hasher.update(&chunk);
+                Ok(true) => {
+                    hasher.update(&buf);
                     req.conn
-                        .send_raw(self.service, msg::STREAM_CHUNK, &chunk)
+                        .send_raw(self.service, msg::STREAM_CHUNK, &buf)
                         .await?;
                 }
-                Ok(None) => {
+                Ok(false) => {
                     return req
                         .reply(&StreamEnd {
                             checksum: hasher.digest128(),
