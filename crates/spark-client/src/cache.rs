@@ -68,6 +68,45 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
         }
     }
 
+    /// Reads the blob under `key` into `buf` (replacing its contents) and returns its size, `None` on a miss.
+    /// For callers that fetch large blobs repeatedly: reusing one buffer spares the page faults and kernel
+    /// zeroing of a fresh allocation per blob (measured: a quarter of a 32 MiB get's client time).
+    pub fn get_into(&self, key: &K, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+        let mut c = self.client.lock();
+        c.write_msg(self.service, &Get { key: key.clone() })?;
+        c.flush()?;
+        let r: GetResponse = c.read_msg()?;
+        match r.status {
+            GetStatus::Miss => Ok(None),
+            GetStatus::Inline(b) => {
+                buf.clear();
+                buf.extend_from_slice(&b);
+                Ok(Some(b.len()))
+            }
+            GetStatus::Streamed { total_len } if total_len > DIRECT_GET_MAX => {
+                buf.clear();
+                read_stream(&mut c, self.service, total_len, None, &mut |ch, _| {
+                    buf.extend_from_slice(ch);
+                    Ok(())
+                })?;
+                Ok(Some(buf.len()))
+            }
+            GetStatus::Streamed { total_len } => {
+                let total = total_len as usize;
+                // Zeroes only growth, so a reused buffer is not zeroed again.
+                buf.resize(total, 0);
+                read_stream(
+                    &mut c,
+                    self.service,
+                    total_len,
+                    Some(&mut buf[..]),
+                    &mut |_, _| Ok(()),
+                )?;
+                Ok(Some(total))
+            }
+        }
+    }
+
     /// Writes the blob under `key` to `w` without holding it in memory; returns its size, `None` on a miss.
     pub fn get_to_writer(&self, key: &K, w: &mut impl Write) -> Result<Option<u64>> {
         let mut n = 0u64;
