@@ -278,3 +278,24 @@ pub fn redis_run(r: &Redis, s: Shape) -> Result<Rep> {
         },
     )
 }
+
+/// GET of `size`-byte values through [`spark_client::CacheClient::get_into`], each client reusing one
+/// buffer: what a consumer streaming large blobs into a staging buffer does, and the like-for-like
+/// comparison with the floor (whose reader also reuses its buffer).
+pub fn sparkd_get_into(d: &Sparkd, size: usize, clients: usize, batches: usize) -> Result<Rep> {
+    let ns = namespace(Op::Get, size);
+    let ks = keyspace(Op::Get, size);
+    let keys: Vec<ShaderKey> = (0..ks).map(|i| key(ns, i)).collect();
+    run_clients(
+        clients,
+        batches,
+        |_| Ok((d.client()?, Vec::new())),
+        |(c, buf): &mut (Client, Vec<u8>), ci, b| {
+            let k = &keys[window(ks, 1, clients, ci, b)];
+            match c.shader().get_into(k, buf)? {
+                Some(n) if n == size => Ok((1, size as u64)),
+                other => bail!("sparkd GET into a buffer: expected {size} bytes, got {other:?}"),
+            }
+        },
+    )
+}

@@ -398,6 +398,25 @@ fn run(a: &Args) -> Result<()> {
             })
         };
         let mut run = || -> Result<()> {
+            if a.ops().contains(&Op::Get) {
+                for clients in [1, 8] {
+                    let batches = (counts.big / clients).max(1);
+                    progress(&format!(
+                        "get-into-32MiB-c{clients}-d1: sparkd, reused buffer"
+                    ));
+                    let c = case(
+                        &format!("sparkd-get-into-32MiB-c{clients}-d1"),
+                        "sparkd",
+                        "GET-INTO",
+                        32 * MIB,
+                        clients,
+                        1,
+                        counts.reps,
+                        || kv::sparkd_get_into(&d, 32 * MIB, clients, batches),
+                    )?;
+                    res.kv.push((c, None));
+                }
+            }
             for op in a.ops() {
                 for clients in [1, 8] {
                     let shape = Shape {
@@ -641,18 +660,27 @@ fn targets(res: &Results) -> Vec<Target> {
             });
         }
     }
-    if let (Some((g, _)), Some(f)) = (
-        find(res, Op::Get, 32 * MIB, 1, 1),
-        res.floor_bulk.iter().find(|c| c.clients == 1),
-    ) {
-        t.push(Target {
-            name: "32 MiB GET MB/s / raw socket copy MB/s (1 client)".into(),
-            measured: Some(g.mbs().median / f.mbs().median),
-            goal: 0.6,
-            at_least: true,
-            unit: "x",
-            note: format!("{:.0} vs {:.0} MB/s", g.mbs().median, f.mbs().median),
-        });
+    if let Some(f) = res.floor_bulk.iter().find(|c| c.clients == 1) {
+        let into = res
+            .kv
+            .iter()
+            .find(|(s, _)| s.op == "GET-INTO" && s.clients == 1)
+            .map(|(s, _)| s);
+        let plain = find(res, Op::Get, 32 * MIB, 1, 1).map(|(s, _)| s);
+        for (g, what) in [
+            (into, "get_into, reused buffer"),
+            (plain, "get, fresh buffer per blob"),
+        ] {
+            let Some(g) = g else { continue };
+            t.push(Target {
+                name: format!("32 MiB GET MB/s / raw socket copy MB/s (1 client, {what})"),
+                measured: Some(g.mbs().median / f.mbs().median),
+                goal: 0.6,
+                at_least: true,
+                unit: "x",
+                note: format!("{:.0} vs {:.0} MB/s", g.mbs().median, f.mbs().median),
+            });
+        }
     }
     if let Some(s) = &res.startup {
         let v: Vec<f64> = s.reps.iter().map(|r| r.first_hit_s).collect();
@@ -799,10 +827,11 @@ fn print_report(
         let label = format!("{} {} c{} d{}", s.op, size_name(s.size), s.clients, s.depth);
         let mut ratio = match r {
             Some(r) => format!("{:.2}x redis", s.ops().median / r.ops().median),
+            None if s.op == "GET-INTO" => "(no Redis equivalent)".into(),
             None => "redis skipped".into(),
         };
         if s.size >= 16 * MIB
-            && s.op == "GET"
+            && s.op.starts_with("GET")
             && let Some(f) = res.floor_bulk.iter().find(|f| f.clients == s.clients)
         {
             ratio += &format!(", {:.2}x floor", s.mbs().median / f.mbs().median);
