@@ -299,3 +299,61 @@ pub fn sparkd_get_into(d: &Sparkd, size: usize, clients: usize, batches: usize) 
         },
     )
 }
+
+/// Fills the memory tier of both caches (Shader and Asset) past their budgets with `size`-byte blobs:
+/// `per_cache` puts each, pipelined `depth` deep from two clients per cache. Returns the puts made.
+pub fn sparkd_fill(d: &Sparkd, size: usize, per_cache: usize, depth: usize) -> Result<u64> {
+    use spark_client::AssetKey;
+    const NS: u64 = 4 << 56;
+    let frame = |cache: usize, i: usize| -> Result<Frame> {
+        let data = value(size, NS + (cache * per_cache + i) as u64);
+        Ok(if cache == 0 {
+            Put {
+                key: key(NS, i),
+                data,
+            }
+            .to_frame(service::SHADER)?
+        } else {
+            Put {
+                key: AssetKey {
+                    path: format!("fill/{i}"),
+                    platform: 1,
+                },
+                data,
+            }
+            .to_frame(service::ASSET)?
+        })
+    };
+    std::thread::scope(|s| -> Result<u64> {
+        let hs: Vec<_> = (0..4usize)
+            .map(|w| {
+                s.spawn(move || -> Result<u64> {
+                    let (cache, half) = (w / 2, w % 2);
+                    let c = d.client()?;
+                    let mut i = half * depth;
+                    let mut n = 0u64;
+                    while i < per_cache {
+                        let frames = (i..(i + depth).min(per_cache))
+                            .map(|j| frame(cache, j))
+                            .collect::<Result<Vec<_>>>()?;
+                        for r in c.pipeline(&frames)? {
+                            if !PutResponse::decode(&r?.payload)?.stored {
+                                bail!("sparkd did not keep a {size}-byte value");
+                            }
+                            n += 1;
+                        }
+                        i += 2 * depth;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for h in hs {
+            total += h
+                .join()
+                .map_err(|_| anyhow::anyhow!("fill client panicked"))??;
+        }
+        Ok(total)
+    })
+}

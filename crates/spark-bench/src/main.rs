@@ -55,7 +55,7 @@ struct Args {
     /// JSON output [default: <work-dir>/spark-bench.json, or spark-bench-smoke.json]
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
-    /// Only these groups (comma-separated): floor, ping, kv, big, startup
+    /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     only: Option<Vec<String>>,
     /// Only these value sizes in the kv group, in bytes (comma-separated)
@@ -207,6 +207,7 @@ struct Results {
     /// (sparkd, redis) per shape.
     kv: Vec<(CaseResult, Option<CaseResult>)>,
     big_rss: Option<RssReading>,
+    fill_rss: Option<RssReading>,
     startup: Option<StartupResult>,
     redis_note: Option<String>,
     redis_version: Option<String>,
@@ -217,6 +218,8 @@ struct RssReading {
     vmhwm_kib: u64,
     entries: u64,
     budget_mb: u64,
+    /// What the stores count in their memory tiers (fill case).
+    memory_tier_bytes: u64,
 }
 
 impl RssReading {
@@ -443,9 +446,34 @@ fn run(a: &Args) -> Result<()> {
             vmhwm_kib: status_kib(d.proc.pid(), "VmHWM"),
             entries,
             budget_mb: a.memory_budget_mb,
+            memory_tier_bytes: 0,
         });
     }
     drop(redis);
+
+    // 6, for small blobs: RSS with both memory tiers filled past their budgets with 4 KiB blobs. (A budget
+    // is only a promise about RSS if the bytes it counts are the bytes the process holds.)
+    if a.wants("fill") {
+        let budget_mb = if a.smoke { 16 } else { a.memory_budget_mb };
+        let d = Sparkd::start(&SparkdSpec {
+            memory_budget_mb: budget_mb,
+            ..spec
+        })?;
+        let per_cache = (budget_mb as usize * MIB / 2 / (4 * KIB)) * 5 / 4;
+        progress(&format!(
+            "fill: {per_cache} x 4 KiB into each cache, budget {budget_mb} MiB"
+        ));
+        kv::sparkd_fill(&d, 4 * KIB, per_cache, 32)?;
+        let c = d.client()?;
+        let (sh, asset) = (c.shader().stats()?, c.asset().stats()?);
+        res.fill_rss = Some(RssReading {
+            peak_vmrss_kib: status_kib(d.proc.pid(), "VmRSS"),
+            vmhwm_kib: status_kib(d.proc.pid(), "VmHWM"),
+            entries: sh.entries + asset.entries,
+            budget_mb,
+            memory_tier_bytes: sh.bytes_in_memory + asset.bytes_in_memory,
+        });
+    }
 
     // 5. Start-up with a large persisted cache.
     if a.wants("startup") {
@@ -704,6 +732,7 @@ fn targets(res: &Results) -> Vec<Target> {
             vmhwm_kib: peak,
             entries,
             budget_mb: s.budget_mb,
+            memory_tier_bytes: 0,
         };
         t.push(rss_target(
             &format!("RSS after loading {} entries (VmHWM)", s.entries),
@@ -712,6 +741,12 @@ fn targets(res: &Results) -> Vec<Target> {
     }
     if let Some(r) = &res.big_rss {
         t.push(rss_target("RSS during the 32 MiB cases (VmHWM)", r));
+    }
+    if let Some(r) = &res.fill_rss {
+        t.push(rss_target(
+            "RSS, memory tiers full of 4 KiB blobs (VmHWM)",
+            r,
+        ));
     }
     t
 }
@@ -870,6 +905,16 @@ fn print_report(
             r.entries
         );
     }
+    if let Some(r) = &res.fill_rss {
+        println!(
+            "memory tiers full of 4 KiB blobs: {:.0} MiB counted against a {} MiB budget; VmRSS {:.0} MiB, VmHWM {:.0} MiB, {} entries",
+            r.memory_tier_bytes as f64 / MIB as f64,
+            r.budget_mb,
+            r.peak_vmrss_kib as f64 / 1024.0,
+            r.vmhwm_kib as f64 / 1024.0,
+            r.entries
+        );
+    }
     println!();
     println!("{:<66} {:>12} {:>12}  result", "target", "measured", "goal");
     for t in targets {
@@ -976,6 +1021,10 @@ fn json_report(
         "big_rss": res.big_rss.as_ref().map(|r| json!({
             "peak_vmrss_kib": r.peak_vmrss_kib, "vmhwm_kib": r.vmhwm_kib, "entries": r.entries,
             "limit_kib": r.limit_kib(),
+        })),
+        "fill_rss": res.fill_rss.as_ref().map(|r| json!({
+            "vmrss_kib": r.peak_vmrss_kib, "vmhwm_kib": r.vmhwm_kib, "entries": r.entries,
+            "budget_mb": r.budget_mb, "memory_tier_bytes": r.memory_tier_bytes, "limit_kib": r.limit_kib(),
         })),
         "targets": targets.iter().map(|t| json!({
             "name": t.name, "measured": t.measured, "goal": t.goal,
