@@ -7,11 +7,13 @@ use bytes::{Bytes, BytesMut};
 use spark_proto::cache::*;
 use spark_proto::{BlobHasher, MAX_PAYLOAD, Message, msg};
 
-use crate::conn::{Client, Conn};
+use crate::conn::{Client, Conn, Next};
 use crate::error::{Error, Result};
 
 /// Chunk size for streamed puts.
 const PUT_CHUNK: usize = 4 << 20;
+/// Streamed gets up to this size are read into one buffer allocated from the announced length.
+const DIRECT_GET_MAX: u64 = 1 << 30;
 
 /// A typed view of one cache service.
 pub struct CacheClient<'a, K> {
@@ -34,18 +36,75 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
 
     /// The blob under `key`, or `None` on a miss.
     pub fn get(&self, key: &K) -> Result<Option<Bytes>> {
-        let mut out: Option<BytesMut> = None;
-        let found = self.get_with(key, |c, total| {
-            let buf =
-                out.get_or_insert_with(|| BytesMut::with_capacity(total.min(1 << 30) as usize));
-            buf.extend_from_slice(c);
-            Ok(())
-        })?;
-        Ok(match found {
-            Some(Inline(b)) => Some(b),
-            Some(Streamed) => Some(out.map(BytesMut::freeze).unwrap_or_default()),
-            None => None,
-        })
+        let mut c = self.client.lock();
+        c.write_msg(self.service, &Get { key: key.clone() })?;
+        c.flush()?;
+        let r: GetResponse = c.read_msg()?;
+        match r.status {
+            GetStatus::Miss => Ok(None),
+            GetStatus::Inline(b) => Ok(Some(b)),
+            GetStatus::Streamed { total_len } if total_len <= DIRECT_GET_MAX => {
+                // The blob's whole buffer up front (a large zeroed allocation is fresh pages: no zeroing
+                // pass), and every chunk read straight into its place: one copy out of the kernel in all.
+                let mut out = vec![0u8; total_len as usize];
+                read_stream(
+                    &mut c,
+                    self.service,
+                    total_len,
+                    Some(&mut out),
+                    &mut |_, _| Ok(()),
+                )?;
+                Ok(Some(Bytes::from(out)))
+            }
+            GetStatus::Streamed { total_len } => {
+                // Too large to trust the announced size with one allocation: grow as chunks arrive.
+                let mut out = BytesMut::with_capacity(DIRECT_GET_MAX as usize);
+                read_stream(&mut c, self.service, total_len, None, &mut |ch, _| {
+                    out.extend_from_slice(ch);
+                    Ok(())
+                })?;
+                Ok(Some(out.freeze()))
+            }
+        }
+    }
+
+    /// Reads the blob under `key` into `buf` (replacing its contents) and returns its size, `None` on a miss.
+    /// For callers that fetch large blobs repeatedly: reusing one buffer spares the page faults and kernel
+    /// zeroing of a fresh allocation per blob (measured: a quarter of a 32 MiB get's client time).
+    pub fn get_into(&self, key: &K, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+        let mut c = self.client.lock();
+        c.write_msg(self.service, &Get { key: key.clone() })?;
+        c.flush()?;
+        let r: GetResponse = c.read_msg()?;
+        match r.status {
+            GetStatus::Miss => Ok(None),
+            GetStatus::Inline(b) => {
+                buf.clear();
+                buf.extend_from_slice(&b);
+                Ok(Some(b.len()))
+            }
+            GetStatus::Streamed { total_len } if total_len > DIRECT_GET_MAX => {
+                buf.clear();
+                read_stream(&mut c, self.service, total_len, None, &mut |ch, _| {
+                    buf.extend_from_slice(ch);
+                    Ok(())
+                })?;
+                Ok(Some(buf.len()))
+            }
+            GetStatus::Streamed { total_len } => {
+                let total = total_len as usize;
+                // Zeroes only growth, so a reused buffer is not zeroed again.
+                buf.resize(total, 0);
+                read_stream(
+                    &mut c,
+                    self.service,
+                    total_len,
+                    Some(&mut buf[..]),
+                    &mut |_, _| Ok(()),
+                )?;
+                Ok(Some(total))
+            }
+        }
     }
 
     /// Writes the blob under `key` to `w` without holding it in memory; returns its size, `None` on a miss.
@@ -81,7 +140,7 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
             GetStatus::Miss => Ok(None),
             GetStatus::Inline(b) => Ok(Some(Inline(b))),
             GetStatus::Streamed { total_len } => {
-                read_stream(&mut c, self.service, total_len, &mut sink)?;
+                read_stream(&mut c, self.service, total_len, None, &mut sink)?;
                 Ok(Some(Streamed))
             }
         }
@@ -89,18 +148,40 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
 
     /// Stores a blob. Returns whether the daemon kept it (false: larger than its budgets allow).
     pub fn put(&self, key: &K, data: &[u8]) -> Result<bool> {
-        let mut p = BytesMut::new();
-        key.encode_key(&mut p);
-        if p.len() + data.len() <= MAX_PAYLOAD {
-            p.extend_from_slice(data);
-            return self.put_frame(p.freeze());
+        let mut k = BytesMut::new();
+        key.encode_key(&mut k);
+        if k.len() + data.len() <= MAX_PAYLOAD {
+            // Key and blob go out as they are: the blob is not copied behind the key first.
+            let mut c = self.client.lock();
+            c.write_frame_parts(self.service, PUT, &k, data)?;
+            c.flush()?;
+            let r: PutResponse = c.read_msg()?;
+            return Ok(r.stored);
         }
-        self.put_from_reader(key, &mut &data[..], data.len() as u64)
+        self.put_stream_slice(key, data)
     }
 
-    fn put_frame(&self, payload: Bytes) -> Result<bool> {
+    /// Streams a blob that is already in memory: each chunk is written straight from `data`.
+    fn put_stream_slice(&self, key: &K, data: &[u8]) -> Result<bool> {
         let mut c = self.client.lock();
-        c.write_frame(self.service, PUT, &payload)?;
+        c.write_msg(
+            self.service,
+            &PutStream {
+                key: key.clone(),
+                total_len: data.len() as u64,
+            },
+        )?;
+        let mut hasher = BlobHasher::new();
+        for chunk in data.chunks(PUT_CHUNK) {
+            hasher.update(chunk);
+            c.write_frame(self.service, msg::STREAM_CHUNK, chunk)?;
+        }
+        c.write_msg(
+            self.service,
+            &StreamEnd {
+                checksum: hasher.digest128(),
+            },
+        )?;
         c.flush()?;
         let r: PutResponse = c.read_msg()?;
         Ok(r.stored)
@@ -180,16 +261,31 @@ use Got::*;
 
 /// Reads the chunks and end of a streamed reply, checking length and checksum. An ErrorResponse in place
 /// of the end (the daemon found the blob corrupt) is returned as [`Error::Daemon`].
+/// With `dst` (exactly `total` bytes long), chunk payloads are read straight into it and `sink` is not called.
 fn read_stream(
     c: &mut Conn,
     service: u16,
     total: u64,
+    mut dst: Option<&mut [u8]>,
     sink: &mut impl FnMut(&[u8], u64) -> Result<()>,
 ) -> Result<()> {
     let mut got = 0u64;
     let mut hasher = BlobHasher::new();
     loop {
-        let f = c.read_reply()?;
+        let f = match dst.as_deref_mut() {
+            Some(out) => {
+                let at = got as usize;
+                match c.read_chunk_into(service, &mut out[at..])? {
+                    Next::Chunk(n) => {
+                        hasher.update(&out[at..at + n]);
+                        got += n as u64;
+                        continue;
+                    }
+                    Next::Frame(f) => f,
+                }
+            }
+            None => c.read_reply()?,
+        };
         if f.service != service {
             c.poison();
             return Err(Error::Protocol(format!(

@@ -7,7 +7,7 @@
 use std::io::IoSlice;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use spark_proto::{ErrorResponse, Frame, FrameHeader, HEADER_LEN, Message, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -139,19 +139,21 @@ impl Conn {
         &mut self,
         service: u16,
         msg_type: u16,
-        payload: &Bytes,
+        payload: &[u8],
     ) -> Result<(), ConnError> {
         self.send_parts(service, msg_type, &[], payload).await
     }
 
-    /// Sends a frame whose payload is `head` (a few message bytes) followed by `body` (a blob). A large body
-    /// is never copied: queued bytes, header and head go out with it in one vectored write.
+    /// Sends a frame whose payload is `head` then `body` (a status byte, then a blob) without joining them
+    /// first. A small body is copied once, into the write buffer, to be batched with other replies; a large
+    /// one goes out with everything queued before it in one vectored write and is never copied. The body is
+    /// no longer needed when this returns.
     pub async fn send_parts(
         &mut self,
         service: u16,
         msg_type: u16,
         head: &[u8],
-        body: &Bytes,
+        body: &[u8],
     ) -> Result<(), ConnError> {
         let len = head.len() + body.len();
         if len > spark_proto::MAX_PAYLOAD {
@@ -172,7 +174,8 @@ impl Conn {
             }
             return Ok(());
         }
-        write_all_vectored(&mut self.stream, &[&self.wbuf[..], &body[..]]).await?;
+        let mut bufs = [IoSlice::new(&self.wbuf), IoSlice::new(body)];
+        write_all_vectored(&mut self.stream, &mut bufs).await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -192,33 +195,16 @@ impl Conn {
 }
 
 /// Writes all buffers with as few syscalls as the kernel allows.
-async fn write_all_vectored(stream: &mut UnixStream, bufs: &[&[u8]]) -> std::io::Result<()> {
-    let mut idx = 0;
-    let mut off = 0;
-    while idx < bufs.len() {
-        if bufs[idx].len() == off {
-            idx += 1;
-            off = 0;
-            continue;
-        }
-        let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&bufs[idx][off..]))
-            .chain(bufs[idx + 1..].iter().map(|b| IoSlice::new(b)))
-            .collect();
-        let mut n = stream.write_vectored(&slices).await?;
+async fn write_all_vectored(
+    stream: &mut UnixStream,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        let n = stream.write_vectored(bufs).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
-            let left = bufs[idx].len() - off;
-            if n >= left {
-                n -= left;
-                idx += 1;
-                off = 0;
-            } else {
-                off += n;
-                n = 0;
-            }
-        }
+        IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
 }

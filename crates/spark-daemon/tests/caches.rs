@@ -407,3 +407,29 @@ fn memory_only_mode_writes_nothing() {
     assert!(!d.cache_root.exists(), "no cache directory");
     assert_eq!(c.shader().stats().unwrap().disk_budget, 0);
 }
+
+#[test]
+fn get_into_reuses_one_buffer_for_streamed_inline_and_missing_blobs() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let s = c.shader();
+    // 20 MiB streams (more than one frame); the second is shorter, so the buffer must shrink to it.
+    let big: Vec<u8> = (0..20usize << 20).map(|i| (i % 251) as u8).collect();
+    let shorter: Vec<u8> = (0..17usize << 20).map(|i| (i % 241) as u8).collect();
+    assert!(s.put(&sk(1, 0, 0), &big).unwrap());
+    assert!(s.put(&sk(2, 0, 0), &shorter).unwrap());
+    assert!(s.put(&sk(3, 0, 0), b"small").unwrap());
+    let mut buf = Vec::new();
+    assert_eq!(s.get_into(&sk(1, 0, 0), &mut buf).unwrap(), Some(big.len()));
+    assert!(buf == big);
+    assert_eq!(
+        s.get_into(&sk(2, 0, 0), &mut buf).unwrap(),
+        Some(shorter.len())
+    );
+    assert!(buf == shorter);
+    assert_eq!(s.get_into(&sk(3, 0, 0), &mut buf).unwrap(), Some(5));
+    assert_eq!(buf, b"small");
+    assert_eq!(s.get_into(&sk(4, 0, 0), &mut buf).unwrap(), None);
+    // The connection is still in step.
+    assert_eq!(s.get(&sk(3, 0, 0)).unwrap().unwrap(), &b"small"[..]);
+}

@@ -1507,16 +1507,42 @@ impl BlobReader {
 
     /// The next chunk of at most `max` bytes; `None` after the last one.
     pub fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StoreError> {
-        if self.done {
+        let Some(n) = self.next_len(max) else {
             return Ok(None);
+        };
+        let mut buf = BytesMut::zeroed(n);
+        self.read_next(&mut buf)?;
+        Ok(Some(buf.freeze()))
+    }
+
+    /// As [`BlobReader::next_chunk`], into `buf` (set to the chunk's length): a caller that streams a blob
+    /// reuses one buffer instead of allocating and zeroing a fresh one per chunk. `false` after the last.
+    pub fn next_chunk_into(&mut self, max: usize, buf: &mut Vec<u8>) -> Result<bool, StoreError> {
+        let Some(n) = self.next_len(max) else {
+            return Ok(false);
+        };
+        // Zeroes only growth: from the second chunk on, the length is already right.
+        buf.resize(n, 0);
+        self.read_next(buf)?;
+        Ok(true)
+    }
+
+    /// Length of the next chunk, or `None` when the blob is done.
+    fn next_len(&mut self, max: usize) -> Option<usize> {
+        if self.done {
+            return None;
         }
         if self.remaining == 0 {
             self.done = true;
-            return Ok(None);
+            return None;
         }
-        let n = (max as u64).min(self.remaining) as usize;
-        let mut buf = BytesMut::zeroed(n);
-        if let Err(e) = self.file.read_exact(&mut buf) {
+        Some((max as u64).min(self.remaining) as usize)
+    }
+
+    /// Fills `buf` with the next bytes of the blob; after the last one, checks the whole blob's checksum.
+    fn read_next(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        let n = buf.len();
+        if let Err(e) = self.file.read_exact(buf) {
             self.done = true;
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 self.store.drop_corrupt(
@@ -1532,7 +1558,7 @@ impl BlobReader {
                 e,
             ));
         }
-        self.hasher.update(&buf);
+        self.hasher.update(buf);
         self.remaining -= n as u64;
         if self.remaining == 0 {
             let mut t = [0u8; BLOB_TRAILER_LEN];
@@ -1551,6 +1577,6 @@ impl BlobReader {
                 .hits
                 .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Some(buf.freeze()))
+        Ok(())
     }
 }

@@ -84,7 +84,8 @@ impl<K: CacheKey> BlobCache<K> {
                 .await
             }
             Some(b) if b.len() < MAX_PAYLOAD => {
-                // Status byte 1, then the blob straight from its buffer: no copy of the body.
+                // Status byte, then the blob straight from the store's buffer: copied once into the write
+                // buffer when small, written from where it is when large.
                 req.conn
                     .send_parts(self.service, GET_RESPONSE, &[1u8], &b)
                     .await?;
@@ -131,10 +132,12 @@ impl<K: CacheKey> BlobCache<K> {
         })
         .await?;
         let mut hasher = BlobHasher::new();
+        // One chunk buffer for the whole stream: each chunk is written out before the next is read into it.
+        let mut buf = Vec::new();
         loop {
-            let (back, next) = tokio::task::spawn_blocking(move || {
-                let n = r.next_chunk(STREAM_CHUNK);
-                (r, n)
+            let (back, back_buf, next) = tokio::task::spawn_blocking(move || {
+                let n = r.next_chunk_into(STREAM_CHUNK, &mut buf);
+                (r, buf, n)
             })
             .await
             .map_err(|e| {
@@ -144,14 +147,15 @@ impl<K: CacheKey> BlobCache<K> {
                 ))
             })?;
             r = back;
+            buf = back_buf;
             match next {
-                Ok(Some(chunk)) => {
-                    hasher.update(&chunk);
+                Ok(true) => {
+                    hasher.update(&buf);
                     req.conn
-                        .send_raw(self.service, msg::STREAM_CHUNK, &chunk)
+                        .send_raw(self.service, msg::STREAM_CHUNK, &buf)
                         .await?;
                 }
-                Ok(None) => {
+                Ok(false) => {
                     return req
                         .reply(&StreamEnd {
                             checksum: hasher.digest128(),
@@ -174,7 +178,10 @@ impl<K: CacheKey> BlobCache<K> {
     async fn put(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
         let p: Put<K> = req.decode()?;
         let key = p.key.store_key()?;
-        let data = p.data;
+        // The payload is a slice of the connection's read buffer, which it shares with neighbouring frames:
+        // kept as it is, a hot 4 KiB blob pinned a whole read-buffer allocation, and a memory tier full of
+        // them used 2.5x its budget in RSS. One copy gives the blob an allocation of exactly its size.
+        let data = Bytes::copy_from_slice(&p.data);
         let stored = if self.store.config().dir.is_none() {
             self.store.put(&key, data).map_err(store_error)?
         } else {
