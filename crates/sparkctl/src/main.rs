@@ -241,7 +241,7 @@ fn cache_json(s: &CacheStats) -> Value {
 }
 
 fn print_cache_table(name: &str, s: &CacheStats) {
-    let mb = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let mb = human_bytes;
     let budget = |b: u64| {
         if b == 0 {
             "unbounded".to_string()
@@ -328,6 +328,21 @@ fn stats(client: &Client, json_out: bool) -> Result<(), Failure> {
         print_cache_table("asset", s);
     }
     Ok(())
+}
+
+/// Bytes in the largest unit that keeps a whole number in front: 512 B, 4.0 KiB, 1.5 GiB.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 fn human_duration(secs: u64) -> String {
