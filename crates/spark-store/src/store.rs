@@ -479,15 +479,18 @@ impl Store {
             self.remove(key)?;
             return Ok(false);
         }
+        // What the memory tier keeps gets an allocation of exactly its size: `data` is often a slice of a
+        // larger buffer (a connection's read buffer), which a hot copy would otherwise pin whole, so that
+        // RSS outgrew the memory budget 2.5x with small blobs.
         let Some(disk) = &self.inner.disk else {
-            self.commit(key, size, 0, 0, Some(data))?;
+            self.commit(key, size, 0, 0, Some(Bytes::copy_from_slice(&data)))?;
             return Ok(true);
         };
         let id = self.alloc_id(disk)?;
         let checksum = self.retry_on_full(format::file_len(key.len(), size), || {
             disk.write_blob(id, key, &data)
         })?;
-        let hot = (size <= self.mem_admit_limit()).then_some(data);
+        let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
         self.commit(key, size, id, checksum, hot)?;
         Ok(true)
     }

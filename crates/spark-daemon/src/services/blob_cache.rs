@@ -178,10 +178,8 @@ impl<K: CacheKey> BlobCache<K> {
     async fn put(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
         let p: Put<K> = req.decode()?;
         let key = p.key.store_key()?;
-        // The payload is a slice of the connection's read buffer, which it shares with neighbouring frames:
-        // kept as it is, a hot 4 KiB blob pinned a whole read-buffer allocation, and a memory tier full of
-        // them used 2.5x its budget in RSS. One copy gives the blob an allocation of exactly its size.
-        let data = Bytes::copy_from_slice(&p.data);
+        // A slice of the read buffer: the store copies what it keeps in memory into its own allocation.
+        let data = p.data;
         let stored = if self.store.config().dir.is_none() {
             self.store.put(&key, data).map_err(store_error)?
         } else {
