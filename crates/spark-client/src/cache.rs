@@ -164,39 +164,19 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
     /// Streams a blob that is already in memory: each chunk is written straight from `data`.
     fn put_stream_slice(&self, key: &K, data: &[u8]) -> Result<bool> {
         let mut c = self.client.lock();
-        c.write_msg(
-            self.service,
-            &PutStream {
-                key: key.clone(),
-                total_len: data.len() as u64,
-            },
-        )?;
+        self.begin_put_stream(&mut c, key, data.len() as u64)?;
         let mut hasher = BlobHasher::new();
         for chunk in data.chunks(PUT_CHUNK) {
             hasher.update(chunk);
             c.write_frame(self.service, msg::STREAM_CHUNK, chunk)?;
         }
-        c.write_msg(
-            self.service,
-            &StreamEnd {
-                checksum: hasher.digest128(),
-            },
-        )?;
-        c.flush()?;
-        let r: PutResponse = c.read_msg()?;
-        Ok(r.stored)
+        self.finish_put_stream(&mut c, hasher)
     }
 
     /// Streams `len` bytes from `r` into the cache, a chunk at a time.
     pub fn put_from_reader(&self, key: &K, r: &mut impl Read, len: u64) -> Result<bool> {
         let mut c = self.client.lock();
-        c.write_msg(
-            self.service,
-            &PutStream {
-                key: key.clone(),
-                total_len: len,
-            },
-        )?;
+        self.begin_put_stream(&mut c, key, len)?;
         let mut hasher = BlobHasher::new();
         let mut buf = vec![0u8; PUT_CHUNK.min(len as usize).max(1)];
         let mut left = len;
@@ -213,6 +193,22 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
             c.write_frame(self.service, msg::STREAM_CHUNK, &buf[..n])?;
             left -= n as u64;
         }
+        self.finish_put_stream(&mut c, hasher)
+    }
+
+    /// PutStream: the key and the announced length.
+    fn begin_put_stream(&self, c: &mut Conn, key: &K, total_len: u64) -> Result<()> {
+        c.write_msg(
+            self.service,
+            &PutStream {
+                key: key.clone(),
+                total_len,
+            },
+        )
+    }
+
+    /// StreamEnd with the checksum of everything sent, then the one PutResponse for the whole stream.
+    fn finish_put_stream(&self, c: &mut Conn, hasher: BlobHasher) -> Result<bool> {
         c.write_msg(
             self.service,
             &StreamEnd {

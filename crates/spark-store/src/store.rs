@@ -50,6 +50,19 @@ struct MemState {
 }
 
 impl Entry {
+    fn new(size: u64, file_id: u64, checksum: u128, tick: u64, hot: Option<Bytes>) -> Arc<Entry> {
+        Arc::new(Entry {
+            size,
+            file_id,
+            checksum,
+            tick: AtomicU64::new(tick),
+            mem: Mutex::new(MemState {
+                bytes: hot,
+                removed: false,
+            }),
+        })
+    }
+
     fn mem(&self) -> MutexGuard<'_, MemState> {
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -605,16 +618,7 @@ impl Store {
         hot: Option<Bytes>,
     ) -> Result<(), StoreError> {
         let hot_len = hot.as_ref().map(|b| b.len() as u64);
-        let entry = Arc::new(Entry {
-            size,
-            file_id,
-            checksum,
-            tick: AtomicU64::new(self.tick()),
-            mem: Mutex::new(MemState {
-                bytes: hot,
-                removed: false,
-            }),
-        });
+        let entry = Entry::new(size, file_id, checksum, self.tick(), hot);
         let mut unlink = Vec::new();
         {
             let mut w = self.writer();
@@ -1170,17 +1174,8 @@ fn replay_record(shards: &[RwLock<Shard>], hasher: Option<KeyHasher>, rec: Recor
             body_len,
             checksum,
         } => {
-            let e = Arc::new(Entry {
-                size: body_len,
-                file_id,
-                checksum,
-                // File ids grow with time, so they order entries by recency of their put.
-                tick: AtomicU64::new(file_id),
-                mem: Mutex::new(MemState {
-                    bytes: None,
-                    removed: false,
-                }),
-            });
+            // File ids grow with time, so as ticks they order entries by recency of their put.
+            let e = Entry::new(body_len, file_id, checksum, file_id, None);
             let mut s = shard_of(&key).write().unwrap_or_else(|e| e.into_inner());
             s.insert(key.into_boxed_slice(), e);
         }
