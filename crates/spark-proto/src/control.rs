@@ -238,3 +238,85 @@ impl Message for RegisterSponsorAck {
         Ok(m)
     }
 }
+
+pub const NAMESPACES: u16 = 0x000D;
+pub const NAMESPACES_RESPONSE: u16 = 0x000E;
+/// Event (Control): the daemon dropped events for this connection because its event queue was full.
+pub const EVENTS_LOST: u16 = 0x8001;
+
+empty_message!(
+    /// Asks for [`NamespacesResponse`]: every namespace the daemon serves, with its counters.
+    Namespaces = NAMESPACES
+);
+
+/// One namespace (a named store: `shader`, `asset`, later `compile`, `http-cas`, …) and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceStats {
+    pub name: String,
+    /// The service that serves it on this protocol; 0 when it is reached another way (HTTP, internal).
+    pub service: u16,
+    /// Named counters in the daemon's order. Names are stable; new ones may be added anywhere.
+    pub counters: Vec<(String, u64)>,
+}
+
+/// `u16` count, then per namespace: `str16` name, `u16` service, `u16` counter count, then per counter
+/// `str16` name and `u64` value. Decoders ignore trailing bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespacesResponse {
+    pub namespaces: Vec<NamespaceStats>,
+}
+impl Message for NamespacesResponse {
+    const TYPE: u16 = NAMESPACES_RESPONSE;
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u16_le(self.namespaces.len() as u16);
+        for ns in &self.namespaces {
+            put_str16(out, &ns.name);
+            out.put_u16_le(ns.service);
+            out.put_u16_le(ns.counters.len() as u16);
+            for (k, v) in &ns.counters {
+                put_str16(out, k);
+                out.put_u64_le(*v);
+            }
+        }
+    }
+    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let n = r.u16()? as usize;
+        let mut namespaces = Vec::with_capacity(n.min(r.remaining() / 6));
+        for _ in 0..n {
+            let name = r.str16()?;
+            let service = r.u16()?;
+            let k = r.u16()? as usize;
+            let mut counters = Vec::with_capacity(k.min(r.remaining() / 10));
+            for _ in 0..k {
+                let key = r.str16()?;
+                counters.push((key, r.u64()?));
+            }
+            namespaces.push(NamespaceStats {
+                name,
+                service,
+                counters,
+            });
+        }
+        Ok(NamespacesResponse { namespaces })
+    }
+}
+
+/// EventsLost (event `0x8001` on Control): `u64` events dropped since the last EventsLost on this connection.
+/// Sent between replies once the connection's event queue has room again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsLost {
+    pub dropped: u64,
+}
+impl Message for EventsLost {
+    const TYPE: u16 = EVENTS_LOST;
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.dropped);
+    }
+    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(p);
+        let m = EventsLost { dropped: r.u64()? };
+        r.finish()?;
+        Ok(m)
+    }
+}
