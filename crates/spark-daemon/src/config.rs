@@ -1,10 +1,14 @@
 //! Command-line flags and the resolved daemon configuration.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use clap::Parser;
 use spark_store::{Durability, StoreConfig};
+
+use crate::namespaces::{NamespaceConfig, decl};
 
 const MB: u64 = 1024 * 1024;
 
@@ -16,7 +20,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Root of the persistent caches [default: $XDG_CACHE_HOME/spark, else ~/.cache/spark]
+    /// Root of the persistent caches; each namespace gets <root>/<name> [default: $XDG_CACHE_HOME/spark, else
+    /// ~/.cache/spark]
     #[arg(long, value_name = "DIR")]
     pub cache_root: Option<PathBuf>,
 
@@ -32,15 +37,24 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["cache_dir", "asset_cache_dir", "cache_root"])]
     pub memory_only: bool,
 
-    /// Hot (memory) tier budget in MiB, shared evenly by the shader and asset caches
+    /// Hot (memory) tier budget in MiB, shared by every namespace (see --memory-share)
     #[arg(long, value_name = "MB", default_value_t = 512)]
     pub memory_budget_mb: u64,
 
-    /// Shader cache disk budget in MiB (0 = unbounded)
+    /// A namespace's share of the memory budget in percent, e.g. `shader=70` (repeatable). Namespaces without
+    /// one split what is left evenly.
+    #[arg(long, value_name = "NAME=PERCENT")]
+    pub memory_share: Vec<String>,
+
+    /// A namespace's disk budget in MiB, e.g. `asset=20480` (repeatable; 0 = unbounded)
+    #[arg(long, value_name = "NAME=MB")]
+    pub disk_budget: Vec<String>,
+
+    /// Shader cache disk budget in MiB (0 = unbounded); same as --disk-budget shader=MB
     #[arg(long, value_name = "MB", default_value_t = 0)]
     pub shader_cache_max_mb: u64,
 
-    /// Asset cache disk budget in MiB (0 = unbounded)
+    /// Asset cache disk budget in MiB (0 = unbounded); same as --disk-budget asset=MB
     #[arg(long, value_name = "MB", default_value_t = 0)]
     pub asset_cache_max_mb: u64,
 
@@ -76,8 +90,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// True when the socket path is the default one (its directory is then ours to create and tighten).
     pub default_socket: bool,
-    pub shader: StoreConfig,
-    pub asset: StoreConfig,
+    /// One entry per declared namespace, in declaration order.
+    pub namespaces: Vec<NamespaceConfig>,
     pub frame_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub exit_with_sponsors: bool,
@@ -85,55 +99,124 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(a: &Args) -> anyhow::Result<Config> {
-        let uid = rustix::process::geteuid().as_raw();
         let (socket, default_socket) = match &a.socket {
             Some(p) => (p.clone(), false),
-            None => (
-                spark_proto::default_socket_path(
-                    std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
-                    uid,
-                ),
-                true,
-            ),
+            None => (default_socket_path(), true),
         };
-        let mem_each = a.memory_budget_mb.saturating_mul(MB) / 2;
-        let mut shader = StoreConfig::memory("shader", mem_each);
-        let mut asset = StoreConfig::memory("asset", mem_each);
-        if !a.memory_only {
-            let root = match &a.cache_root {
-                Some(r) => Some(r.clone()),
-                None => default_cache_root(),
-            };
-            shader.dir = a
-                .cache_dir
-                .clone()
-                .or_else(|| root.as_ref().map(|r| r.join("shader")));
-            asset.dir = a
-                .asset_cache_dir
-                .clone()
-                .or_else(|| root.as_ref().map(|r| r.join("asset")));
-            if shader.dir.is_none() || asset.dir.is_none() {
-                anyhow::bail!(
+        let root = if a.memory_only {
+            None
+        } else {
+            match a.cache_root.clone().or_else(default_cache_root) {
+                Some(r) => Some(r),
+                None => bail!(
                     "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-root"
-                );
+                ),
             }
-        }
-        shader.disk_budget = a.shader_cache_max_mb.saturating_mul(MB);
-        asset.disk_budget = a.asset_cache_max_mb.saturating_mul(MB);
-        for s in [&mut shader, &mut asset] {
-            s.max_blob = a.max_blob_mb.saturating_mul(MB);
-            s.durability = a.durability;
-        }
+        };
+        let shares = memory_shares(a)?;
+        let disk = disk_budgets(a)?;
+        let namespaces = decl::DECLARED
+            .iter()
+            .map(|d| {
+                let mut s = StoreConfig::memory(d.name, shares[d.name]);
+                if let Some(root) = &root {
+                    s.dir = Some(dir_override(a, d.name).unwrap_or_else(|| root.join(d.name)));
+                }
+                s.disk_budget = disk.get(d.name).copied().unwrap_or(0);
+                s.max_blob = a.max_blob_mb.saturating_mul(MB);
+                s.durability = a.durability;
+                NamespaceConfig {
+                    decl: *d,
+                    store: s,
+                }
+            })
+            .collect();
         Ok(Config {
             socket,
             default_socket,
-            shader,
-            asset,
+            namespaces,
             frame_timeout: Duration::from_secs(a.idle_frame_timeout.max(1)),
             idle_timeout: (a.idle_timeout > 0).then(|| Duration::from_secs(a.idle_timeout)),
             exit_with_sponsors: a.exit_with_sponsors,
         })
     }
+
+    /// The configuration of namespace `name`.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceConfig> {
+        self.namespaces.iter().find(|n| n.decl.name == name)
+    }
+}
+
+fn dir_override(a: &Args, name: &str) -> Option<PathBuf> {
+    match name {
+        "shader" => a.cache_dir.clone(),
+        "asset" => a.asset_cache_dir.clone(),
+        _ => None,
+    }
+}
+
+/// Parses `NAME=NUMBER` for a declared namespace.
+fn parse_pair(flag: &str, s: &str) -> anyhow::Result<(&'static str, u64)> {
+    let (name, v) = s
+        .split_once('=')
+        .with_context(|| format!("--{flag} takes NAME=NUMBER, not '{s}'"))?;
+    let Some(d) = decl::find(name) else {
+        let known: Vec<_> = decl::DECLARED.iter().map(|d| d.name).collect();
+        bail!("--{flag}: no namespace '{name}'; the namespaces are {}", known.join(", "));
+    };
+    let v: u64 = v
+        .parse()
+        .with_context(|| format!("--{flag} {s}: '{v}' is not a whole number"))?;
+    Ok((d.name, v))
+}
+
+/// Each namespace's memory budget in bytes: explicit shares first, the rest split evenly among the others.
+fn memory_shares(a: &Args) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let total = a.memory_budget_mb.saturating_mul(MB);
+    let mut explicit = BTreeMap::new();
+    for s in &a.memory_share {
+        let (name, pct) = parse_pair("memory-share", s)?;
+        explicit.insert(name, pct);
+    }
+    let claimed: u64 = explicit.values().sum();
+    if claimed > 100 {
+        bail!("--memory-share adds up to {claimed}%; the shares must total at most 100%");
+    }
+    let rest = decl::DECLARED.len() - explicit.len();
+    let each_rest = if rest == 0 {
+        0
+    } else {
+        total / 100 * (100 - claimed) / rest as u64
+    };
+    Ok(decl::DECLARED
+        .iter()
+        .map(|d| {
+            let b = match explicit.get(d.name) {
+                Some(p) => total / 100 * p,
+                None => each_rest,
+            };
+            (d.name, b)
+        })
+        .collect())
+}
+
+fn disk_budgets(a: &Args) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let mut m = BTreeMap::new();
+    m.insert("shader", a.shader_cache_max_mb.saturating_mul(MB));
+    m.insert("asset", a.asset_cache_max_mb.saturating_mul(MB));
+    for s in &a.disk_budget {
+        let (name, mb) = parse_pair("disk-budget", s)?;
+        m.insert(name, mb.saturating_mul(MB));
+    }
+    Ok(m)
+}
+
+#[cfg(unix)]
+fn default_socket_path() -> PathBuf {
+    spark_proto::default_socket_path(
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+        rustix::process::geteuid().as_raw(),
+    )
 }
 
 /// `$XDG_CACHE_HOME/spark`, else `~/.cache/spark`.
@@ -144,4 +227,45 @@ fn default_cache_root() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(".cache").join("spark"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["sparkd", "--memory-only", "--memory-budget-mb", "100"];
+        v.extend_from_slice(extra);
+        Args::parse_from(v)
+    }
+
+    fn budgets(c: &Config) -> Vec<(&str, u64)> {
+        c.namespaces
+            .iter()
+            .map(|n| (n.decl.name, n.store.memory_budget / MB))
+            .collect()
+    }
+
+    #[test]
+    fn memory_is_split_evenly_unless_shares_say_otherwise() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(budgets(&c), [("shader", 50), ("asset", 50)]);
+        let c = Config::from_args(&args(&["--memory-share", "shader=70"])).unwrap();
+        assert_eq!(budgets(&c), [("shader", 70), ("asset", 30)]);
+        let c = Config::from_args(&args(&["--memory-share", "asset=10", "--memory-share", "shader=20"])).unwrap();
+        assert_eq!(budgets(&c), [("shader", 20), ("asset", 10)]);
+    }
+
+    #[test]
+    fn bad_shares_and_budgets_are_refused_with_the_reason() {
+        let e = Config::from_args(&args(&["--memory-share", "shader=80", "--memory-share", "asset=30"]))
+            .unwrap_err();
+        assert!(e.to_string().contains("110%"), "{e}");
+        let e = Config::from_args(&args(&["--memory-share", "textures=10"])).unwrap_err();
+        assert!(e.to_string().contains("no namespace 'textures'"), "{e}");
+        let e = Config::from_args(&args(&["--disk-budget", "asset"])).unwrap_err();
+        assert!(e.to_string().contains("NAME=NUMBER"), "{e}");
+        let c = Config::from_args(&args(&["--disk-budget", "asset=3"])).unwrap();
+        assert_eq!(c.namespace("asset").unwrap().store.disk_budget, 3 * MB);
+    }
 }

@@ -1,19 +1,22 @@
-//! Request handling shared by the blob-cache services (Shader, Asset): get, put (inline and streamed),
-//! exists, clear, stats. Store calls that may touch the disk run on the blocking pool, never on a runtime
-//! worker thread.
+//! The binary-protocol adapter that the blob-cache services (Shader, Asset) share: get, put (inline and
+//! streamed), exists, clear, stats, each a thin call into the service's [`Namespace`].
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use spark_proto::cache::*;
-use spark_proto::{BlobHasher, ErrorCode, MAX_PAYLOAD, Message, msg};
-use spark_store::{ColdRead, Lookup, PutWriter, Store, StoreError};
+use spark_proto::{BlobHasher, ErrorCode, Frame, MAX_PAYLOAD, Message};
+use spark_store::{PutWriter, StoreError, StoreStats};
+use tokio::sync::mpsc;
 
-use crate::conn::ConnError;
-use crate::registry::{HandlerError, Request, unknown_message};
+use crate::namespaces::{Blob, Namespace, NsError};
+use crate::registry::{HandlerError, HandlerResult, Reply, Request, StreamPart, UploadPart, unknown_message};
 
 /// Chunk size for streamed replies.
 const STREAM_CHUNK: usize = 1 << 20;
+/// Chunks of one streamed reply read ahead of the writer.
+const STREAM_AHEAD: usize = 2;
 
 /// A key type of one cache service: how it becomes a store key.
 pub trait CacheKey: WireKey + Send + Sync + 'static {
@@ -21,281 +24,233 @@ pub trait CacheKey: WireKey + Send + Sync + 'static {
     fn store_key(&self) -> Result<Vec<u8>, HandlerError>;
 }
 
-/// The shared engine of a blob-cache service.
+/// The shared adapter of a blob-cache service.
 pub struct BlobCache<K> {
-    pub service: u16,
-    pub store: Store,
+    pub ns: Arc<Namespace>,
     _key: PhantomData<fn() -> K>,
 }
 
 impl<K: CacheKey> BlobCache<K> {
-    pub fn new(service: u16, store: Store) -> Self {
+    pub fn new(ns: Arc<Namespace>) -> Self {
         BlobCache {
-            service,
-            store,
+            ns,
             _key: PhantomData,
         }
     }
 
     /// Handles the messages common to every blob cache; `None` = not one of them.
-    pub async fn handle_common(&self, req: &mut Request<'_>) -> Option<Result<(), HandlerError>> {
+    pub async fn handle_common(&self, req: &mut Request) -> Option<HandlerResult> {
         Some(match req.frame.msg_type {
             GET => self.get(req).await,
             PUT => self.put(req).await,
             PUT_STREAM => self.put_stream(req).await,
-            EXISTS => self.exists(req).await,
+            EXISTS => self.exists(req),
             CLEAR => self.clear(req).await,
-            STATS => self.stats(req).await,
+            STATS => self.stats(req),
             _ => return None,
         })
     }
 
-    /// Runs blocking store work off the runtime.
-    pub async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, HandlerError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store))
-            .await
-            .map_err(|e| {
-                HandlerError::reply(ErrorCode::Internal, format!("store task failed: {e}"))
-            })?
-            .map_err(store_error)
+    /// Whether `frame` opens an upload: a PutStream whose header decodes. One that does not is answered
+    /// Malformed at once, and the chunks after it are dropped as strays.
+    pub fn opens_upload(frame: &Frame) -> bool {
+        frame.msg_type == PUT_STREAM && PutStream::<K>::decode(&frame.payload).is_ok()
     }
 
-    async fn get(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
+    async fn get(&self, req: &Request) -> HandlerResult {
         let g: Get<K> = req.decode()?;
         let key = g.key.store_key()?;
-        let found = match self.store.lookup(&key) {
-            Lookup::Hit(b) => Some(b),
-            Lookup::Miss => None,
-            Lookup::Cold(c) => match self.blocking(move |s| s.read_cold(c)).await? {
-                ColdRead::Whole(b) => Some(b),
-                ColdRead::Gone => None,
-                ColdRead::Stream(r) => return self.stream_from_disk(req, r).await,
-            },
-        };
-        match found {
-            None => {
-                req.reply(&GetResponse {
-                    status: GetStatus::Miss,
-                })
-                .await
-            }
-            Some(b) if b.len() < MAX_PAYLOAD => {
-                // Status byte, then the blob straight from the store's buffer: copied once into the write
-                // buffer when small, written from where it is when large.
-                req.conn
-                    .send_parts(self.service, GET_RESPONSE, &[1u8], &b)
-                    .await?;
-                Ok(())
-            }
-            Some(b) => self.stream_from_memory(req, b).await,
+        match self.ns.get(&key).await.map_err(ns_error)? {
+            None => Ok(Reply::msg(GetResponse {
+                status: GetStatus::Miss,
+            })),
+            // Status byte, then the blob straight from the store's buffer.
+            Some(Blob::Bytes(b)) if b.len() < MAX_PAYLOAD => Ok(Reply::Blob {
+                msg_type: GET_RESPONSE,
+                head: Bytes::from_static(&[1]),
+                body: b,
+            }),
+            Some(Blob::Bytes(b)) => Ok(stream_from_memory(b)),
+            Some(Blob::Stream(r)) => Ok(stream_from_disk(r)),
         }
     }
 
-    /// Streams a large blob held in memory (memory-only stores).
-    async fn stream_from_memory(
-        &self,
-        req: &mut Request<'_>,
-        b: Bytes,
-    ) -> Result<(), HandlerError> {
-        let total_len = b.len() as u64;
-        req.reply(&GetResponse {
-            status: GetStatus::Streamed { total_len },
-        })
-        .await?;
+    async fn put(&self, req: &Request) -> HandlerResult {
+        let p: Put<K> = req.decode()?;
+        let key = p.key.store_key()?;
+        // A slice of the read buffer: the store copies what it keeps in memory into its own allocation.
+        let stored = self.ns.put(key, p.data).await.map_err(ns_error)?;
+        Ok(Reply::msg(PutResponse { stored }))
+    }
+
+    /// PutStream, then chunk frames, then StreamEnd; one PutResponse (or ErrorResponse) answers it all. A
+    /// put that fails part-way still takes the rest of the stream, so the connection stays in step.
+    async fn put_stream(&self, req: &mut Request) -> HandlerResult {
+        let mut upload = req.take_upload()?;
+        let p: PutStream<K> = req.decode()?;
+        let mut put = StreamedPut {
+            total: p.total_len,
+            received: 0,
+            writer: None,
+            failure: None,
+        };
+        match p.key.store_key() {
+            Ok(key) => match self.ns.begin_put(key, p.total_len).await {
+                Ok(w) => put.writer = Some(w),
+                Err(e) => put.failure = Some(ns_error(e)),
+            },
+            Err(e) => put.failure = Some(e),
+        }
+        loop {
+            match upload.recv().await {
+                None => return Err(HandlerError::Gone),
+                Some(UploadPart::Abort(e)) => return Err(HandlerError::Close(e)),
+                Some(UploadPart::Chunk(c)) => put.chunk(&self.ns, c).await?,
+                Some(UploadPart::End(payload)) => return put.end(&self.ns, payload).await,
+            }
+        }
+    }
+
+    fn exists(&self, req: &Request) -> HandlerResult {
+        let e: Exists<K> = req.decode()?;
+        let key = e.key.store_key()?;
+        let size = self.ns.exists(&key);
+        Ok(Reply::msg(ExistsResponse {
+            exists: size.is_some(),
+            size: size.unwrap_or(0),
+        }))
+    }
+
+    async fn clear(&self, req: &Request) -> HandlerResult {
+        let _: Clear = req.decode()?;
+        let removed = self.ns.clear().await.map_err(ns_error)?;
+        Ok(Reply::msg(ClearResponse { removed }))
+    }
+
+    fn stats(&self, req: &Request) -> HandlerResult {
+        let _: Stats = req.decode()?;
+        Ok(Reply::msg(wire_stats(&self.ns.stats())))
+    }
+
+    /// For services' own messages: an unknown type.
+    pub fn unknown(&self, req: &Request) -> HandlerError {
+        unknown_message(&req.frame)
+    }
+}
+
+/// An upload in progress.
+struct StreamedPut {
+    total: u64,
+    received: u64,
+    writer: Option<PutWriter>,
+    /// The first failure; the stream is still taken to its end, then this is the answer.
+    failure: Option<HandlerError>,
+}
+
+impl StreamedPut {
+    async fn chunk(&mut self, ns: &Namespace, chunk: Bytes) -> Result<(), HandlerError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.total {
+            return Err(HandlerError::close(
+                ErrorCode::StreamMismatch,
+                format!("stream sent more than its announced {} bytes", self.total),
+            ));
+        }
+        if let Some(mut w) = self.writer.take() {
+            match ns
+                .blocking(move |_| {
+                    w.write(&chunk)?;
+                    Ok(w)
+                })
+                .await
+            {
+                Ok(w) => self.writer = Some(w),
+                Err(e) => self.failure = Some(ns_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn end(mut self, ns: &Namespace, payload: Bytes) -> HandlerResult {
+        let end = StreamEnd::decode(&payload)?;
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        let w = self.writer.take().expect("a writer exists when nothing failed");
+        let sum = (end.checksum != 0).then_some(end.checksum);
+        let stored = ns.blocking(move |_| w.commit(sum)).await.map_err(ns_error)?;
+        Ok(Reply::msg(PutResponse { stored }))
+    }
+}
+
+/// Streams a large blob held in memory (memory-only stores).
+fn stream_from_memory(b: Bytes) -> Reply {
+    let (tx, rx) = mpsc::channel(STREAM_AHEAD);
+    let total_len = b.len() as u64;
+    tokio::spawn(async move {
         let mut hasher = BlobHasher::new();
         for off in (0..b.len()).step_by(STREAM_CHUNK) {
             let chunk = b.slice(off..(off + STREAM_CHUNK).min(b.len()));
             hasher.update(&chunk);
-            req.conn
-                .send_raw(self.service, msg::STREAM_CHUNK, &chunk)
-                .await?;
+            if tx.send(StreamPart::Chunk(chunk)).await.is_err() {
+                return;
+            }
         }
-        req.reply(&StreamEnd {
-            checksum: hasher.digest128(),
-        })
-        .await
+        let _ = tx.send(StreamPart::End(hasher.digest128())).await;
+    });
+    Reply::Stream {
+        first: Box::new(GetResponse {
+            status: GetStatus::Streamed { total_len },
+        }),
+        parts: rx,
     }
+}
 
-    /// Streams a large blob from disk, one chunk in memory at a time. If the blob turns out corrupt, the
-    /// stream ends with an ErrorResponse instead of a StreamEnd, and the client discards what it got.
-    async fn stream_from_disk(
-        &self,
-        req: &mut Request<'_>,
-        mut r: Box<spark_store::BlobReader>,
-    ) -> Result<(), HandlerError> {
-        req.reply(&GetResponse {
-            status: GetStatus::Streamed { total_len: r.len() },
-        })
-        .await?;
+/// Streams a large blob from disk, one chunk in memory at a time, read on the blocking pool. If the blob turns
+/// out corrupt, the stream ends with an ErrorResponse instead of a StreamEnd.
+fn stream_from_disk(mut r: Box<spark_store::BlobReader>) -> Reply {
+    let (tx, rx) = mpsc::channel(STREAM_AHEAD);
+    let total_len = r.len();
+    tokio::task::spawn_blocking(move || {
         let mut hasher = BlobHasher::new();
-        // One chunk buffer for the whole stream: each chunk is written out before the next is read into it.
-        let mut buf = Vec::new();
         loop {
-            let (back, back_buf, next) = tokio::task::spawn_blocking(move || {
-                let n = r.next_chunk_into(STREAM_CHUNK, &mut buf);
-                (r, buf, n)
-            })
-            .await
-            .map_err(|e| {
-                HandlerError::Close(spark_proto::ErrorResponse::new(
-                    ErrorCode::Internal,
-                    e.to_string(),
-                ))
-            })?;
-            r = back;
-            buf = back_buf;
-            match next {
+            let mut buf = Vec::new();
+            let part = match r.next_chunk_into(STREAM_CHUNK, &mut buf) {
                 Ok(true) => {
                     hasher.update(&buf);
-                    req.conn
-                        .send_raw(self.service, msg::STREAM_CHUNK, &buf)
-                        .await?;
+                    StreamPart::Chunk(Bytes::from(buf))
                 }
-                Ok(false) => {
-                    return req
-                        .reply(&StreamEnd {
-                            checksum: hasher.digest128(),
-                        })
-                        .await;
-                }
-                Err(e) => {
-                    // Ends the stream: exactly one terminal frame, an ErrorResponse.
-                    let err = store_error(e);
-                    let HandlerError::Reply(resp) = err else {
-                        return Err(err);
-                    };
-                    req.conn.send_error(self.service, &resp).await?;
-                    return Ok(());
-                }
+                Ok(false) => StreamPart::End(hasher.digest128()),
+                Err(e) => match store_error(e) {
+                    HandlerError::Reply(e) | HandlerError::Close(e) => StreamPart::Fail(e),
+                    HandlerError::Gone => return,
+                },
+            };
+            let last = !matches!(part, StreamPart::Chunk(_));
+            if tx.blocking_send(part).is_err() || last {
+                return;
             }
         }
+    });
+    Reply::Stream {
+        first: Box::new(GetResponse {
+            status: GetStatus::Streamed { total_len },
+        }),
+        parts: rx,
     }
+}
 
-    async fn put(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
-        let p: Put<K> = req.decode()?;
-        let key = p.key.store_key()?;
-        // A slice of the read buffer: the store copies what it keeps in memory into its own allocation.
-        let data = p.data;
-        let stored = if self.store.config().dir.is_none() {
-            self.store.put(&key, data).map_err(store_error)?
-        } else {
-            self.blocking(move |s| s.put(&key, data)).await?
-        };
-        req.reply(&PutResponse { stored }).await
-    }
+/// The wire form of a store's counters.
+pub fn wire_stats(s: &StoreStats) -> CacheStats {
+    *s
+}
 
-    /// PutStream, then chunk frames, then StreamEnd; one PutResponse (or ErrorResponse) answers it all. A
-    /// put that fails part-way still reads the rest of the stream, so the connection stays in step.
-    async fn put_stream(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
-        let p: PutStream<K> = req.decode()?;
-        let total = p.total_len;
-        let mut failure: Option<HandlerError> = None;
-        let mut writer: Option<PutWriter> = match p.key.store_key() {
-            Ok(key) => match self.blocking(move |s| s.begin_put(&key, total)).await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    failure = Some(e);
-                    None
-                }
-            },
-            Err(e) => {
-                failure = Some(e);
-                None
-            }
-        };
-        let mut received: u64 = 0;
-        // Replies to earlier pipelined requests must not wait behind this upload: the client may be
-        // waiting for them before it sends the chunks.
-        req.conn.flush().await?;
-        loop {
-            let f = req.conn.read_frame().await.map_err(|e| match e {
-                // The stream cannot continue; say why before the connection closes.
-                ConnError::Proto(p) => HandlerError::Close(spark_proto::ErrorResponse::new(
-                    ErrorCode::TooLarge,
-                    format!("{p} inside an upload stream; closing the connection"),
-                )),
-                ConnError::FrameTimeout(t) => HandlerError::Close(spark_proto::ErrorResponse::new(
-                    ErrorCode::StreamMismatch,
-                    format!(
-                        "upload stream frame not completed within {t:?}; closing the connection"
-                    ),
-                )),
-                e => HandlerError::Conn(e),
-            })?;
-            if f.service != self.service
-                || !(f.msg_type == msg::STREAM_CHUNK || f.msg_type == msg::STREAM_END)
-            {
-                return Err(HandlerError::Close(spark_proto::ErrorResponse::new(
-                    ErrorCode::StreamMismatch,
-                    format!(
-                        "expected a stream chunk or end for service 0x{:04x}, got message 0x{:04x} on service 0x{:04x}",
-                        self.service, f.msg_type, f.service
-                    ),
-                )));
-            }
-            if f.msg_type == msg::STREAM_CHUNK {
-                received += f.payload.len() as u64;
-                if received > total {
-                    return Err(HandlerError::Close(spark_proto::ErrorResponse::new(
-                        ErrorCode::StreamMismatch,
-                        format!("stream sent more than its announced {total} bytes"),
-                    )));
-                }
-                if let Some(mut w) = writer.take() {
-                    let chunk = f.payload;
-                    match self
-                        .blocking(move |_| {
-                            w.write(&chunk)?;
-                            Ok(w)
-                        })
-                        .await
-                    {
-                        Ok(w) => writer = Some(w),
-                        Err(e) => failure = Some(e),
-                    }
-                }
-                continue;
-            }
-            let end = StreamEnd::decode(&f.payload)?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            let w = writer.take().expect("a writer exists when nothing failed");
-            let sum = (end.checksum != 0).then_some(end.checksum);
-            let stored = self.blocking(move |_| w.commit(sum)).await?;
-            return req.reply(&PutResponse { stored }).await;
-        }
-    }
-
-    async fn exists(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
-        let e: Exists<K> = req.decode()?;
-        let key = e.key.store_key()?;
-        let size = self.store.exists(&key);
-        req.reply(&ExistsResponse {
-            exists: size.is_some(),
-            size: size.unwrap_or(0),
-        })
-        .await
-    }
-
-    async fn clear(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
-        let _: Clear = req.decode()?;
-        let removed = self.blocking(|s| s.clear()).await?;
-        req.reply(&ClearResponse { removed }).await
-    }
-
-    async fn stats(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
-        let _: Stats = req.decode()?;
-        req.reply(&self.store.stats()).await
-    }
-
-    /// For services' own messages: an unknown type.
-    pub fn unknown(&self, req: &Request<'_>) -> HandlerError {
-        unknown_message(&req.frame)
+/// Maps a namespace failure to the ErrorResponse a client sees.
+pub fn ns_error(e: NsError) -> HandlerError {
+    match e {
+        NsError::Store(e) => store_error(e),
+        NsError::InvalidKey(m) => HandlerError::reply(ErrorCode::InvalidKey, m),
+        NsError::Task(m) => HandlerError::reply(ErrorCode::Internal, format!("store task failed: {m}")),
     }
 }
 

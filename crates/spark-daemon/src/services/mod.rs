@@ -1,7 +1,9 @@
-//! One folder per service. `blob_cache` is the request handling the two blob caches share; each cache folder
+//! One folder per service. `blob_cache` is the protocol adapter the two blob caches share; each cache folder
 //! only says how its keys map to store keys and which extra messages it has.
 
 pub mod asset;
 pub mod blob_cache;
 pub mod control;
 pub mod shader;
+#[cfg(feature = "test-services")]
+pub mod testing;

@@ -1,14 +1,16 @@
-//! The Asset service (`0x0003`): platform variants of source assets, keyed by (path, platform), with
-//! Invalidate(path) dropping every variant of a path in one round trip.
+//! The Asset service (`0x0003`): platform variants of source assets, keyed by (path, platform), over the
+//! `asset` namespace, with Invalidate(path) dropping every variant of a path in one round trip.
 //!
 //! Paths are opaque keys: they never become file-system paths, so no path can reach outside the cache.
 
-use spark_proto::cache::{AssetKey, INVALIDATE, Invalidate, InvalidateResponse, MAX_ASSET_PATH};
-use spark_proto::{ErrorCode, service};
-use spark_store::Store;
+use std::sync::Arc;
 
-use crate::registry::{BoxFuture, HandlerError, Request, Service};
-use crate::services::blob_cache::{BlobCache, CacheKey};
+use spark_proto::cache::{AssetKey, INVALIDATE, Invalidate, InvalidateResponse, MAX_ASSET_PATH};
+use spark_proto::{ErrorCode, Frame, service};
+
+use crate::namespaces::Namespace;
+use crate::registry::{BoxFuture, HandlerError, HandlerResult, Reply, Request, Service};
+use crate::services::blob_cache::{BlobCache, CacheKey, ns_error};
 
 fn check_path(path: &str) -> Result<(), HandlerError> {
     if path.is_empty() {
@@ -46,24 +48,20 @@ impl CacheKey for AssetKey {
 
 pub struct AssetService(BlobCache<AssetKey>);
 
-pub fn asset_service(store: Store) -> AssetService {
-    AssetService(BlobCache::new(service::ASSET, store))
+pub fn asset_service(ns: Arc<Namespace>) -> AssetService {
+    AssetService(BlobCache::new(ns))
 }
 
 impl AssetService {
-    async fn invalidate(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
+    async fn invalidate(&self, req: &Request) -> HandlerResult {
         let inv: Invalidate = req.decode()?;
         check_path(&inv.path)?;
-        let path = inv.path;
         // A platform is one byte, so every variant of a path is one of 256 keys: exact, no secondary index.
-        let dropped = self
-            .0
-            .blocking(move |s| s.remove_many((0..=255u8).map(|p| asset_store_key(&path, p))))
-            .await?;
-        req.reply(&InvalidateResponse {
+        let keys = (0..=255u8).map(|p| asset_store_key(&inv.path, p)).collect();
+        let dropped = self.0.ns.remove_many(keys).await.map_err(ns_error)?;
+        Ok(Reply::msg(InvalidateResponse {
             dropped: dropped as u32,
-        })
-        .await
+        }))
     }
 }
 
@@ -76,10 +74,14 @@ impl Service for AssetService {
         &["asset-cache", "invalidate"]
     }
 
-    fn handle<'a>(&'a self, mut req: Request<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn opens_upload(&self, frame: &Frame) -> bool {
+        BlobCache::<AssetKey>::opens_upload(frame)
+    }
+
+    fn handle(self: Arc<Self>, mut req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
             if req.frame.msg_type == INVALIDATE {
-                return self.invalidate(&mut req).await;
+                return self.invalidate(&req).await;
             }
             match self.0.handle_common(&mut req).await {
                 Some(r) => r,

@@ -1,17 +1,137 @@
-//! The Control service (`0x0001`), always registered: Hello, Ping, Version, Shutdown, Stats, sponsors.
+//! The Control service (`0x0001`), always registered: Hello, Ping, Version, Shutdown, Stats, sponsors and the
+//! namespace listing.
+
+use std::sync::Arc;
 
 use spark_proto::control::*;
 use spark_proto::{ErrorCode, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, service};
 
-use crate::registry::{BoxFuture, HandlerError, Request, Service, unknown_message};
+use crate::namespaces::Namespaces;
+use crate::registry::{
+    BoxFuture, HandlerError, HandlerResult, Reply, Request, Service, unknown_message,
+};
+use crate::state::ClientInfo;
 
 /// The daemon's version string, reported by Version and Hello.
 pub const DAEMON_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub struct ControlService;
+pub struct ControlService {
+    /// Every registered service id (Control's included), ascending.
+    services: Vec<u16>,
+    /// Every registered service's capabilities, Control's included, sorted.
+    capabilities: Vec<String>,
+    namespaces: Arc<Namespaces>,
+}
+
+impl ControlService {
+    /// Control is registered last, from what the others registered.
+    pub fn new(
+        mut services: Vec<u16>,
+        mut capabilities: Vec<String>,
+        namespaces: Arc<Namespaces>,
+    ) -> Self {
+        services.push(service::CONTROL);
+        services.sort_unstable();
+        services.dedup();
+        capabilities.extend(Self::CAPABILITIES.iter().map(|c| c.to_string()));
+        capabilities.sort();
+        capabilities.dedup();
+        ControlService {
+            services,
+            capabilities,
+            namespaces,
+        }
+    }
+
+    const CAPABILITIES: &'static [&'static str] =
+        &["events", "namespaces", "pipeline", "sponsor", "stream"];
+
+    fn hello(&self, req: &Request) -> HandlerResult {
+        let h: Hello = req.decode()?;
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&h.protocol_version) {
+            return Err(HandlerError::reply(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "client '{}' speaks protocol version {}, this sparkd {} speaks {}..={}; \
+                     upgrade whichever is older",
+                    h.client_name,
+                    h.protocol_version,
+                    DAEMON_VERSION,
+                    MIN_PROTOCOL_VERSION,
+                    PROTOCOL_VERSION
+                ),
+            ));
+        }
+        tracing::debug!(client = %h.client_name, pid = h.pid, "hello");
+        if h.flags & HELLO_FLAG_SPONSOR != 0 {
+            check_pid(h.pid)?;
+            req.ctx.state.add_sponsor(h.pid);
+        }
+        req.ctx.state.set_client(
+            req.ctx.conn.id,
+            ClientInfo {
+                name: h.client_name,
+                pid: h.pid,
+            },
+        );
+        Ok(Reply::msg(HelloResponse {
+            protocol_version: PROTOCOL_VERSION,
+            daemon_version: DAEMON_VERSION.into(),
+            daemon_pid: std::process::id(),
+            services: self.services.clone(),
+            capabilities: self.capabilities.clone(),
+        }))
+    }
+
+    fn stats(&self, req: &Request) -> HandlerResult {
+        let _: Stats = req.decode()?;
+        let s = &req.ctx.state;
+        Ok(Reply::msg(StatsResponse {
+            uptime_secs: s.started.elapsed().as_secs(),
+            protocol_version: PROTOCOL_VERSION,
+            services: self.services.clone(),
+            current_connections: s.open_connections(),
+            total_connections: s
+                .total_connections
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }))
+    }
+
+    fn namespaces(&self, req: &Request) -> HandlerResult {
+        let _: spark_proto::control::Namespaces = req.decode()?;
+        let namespaces = self
+            .namespaces
+            .iter()
+            .map(|ns| NamespaceStats {
+                name: ns.name().to_string(),
+                service: ns.service(),
+                counters: store_counters(&ns.stats())
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            })
+            .collect();
+        Ok(Reply::msg(NamespacesResponse { namespaces }))
+    }
+
+    fn register_sponsor(&self, req: &Request) -> HandlerResult {
+        let r: RegisterSponsor = req.decode()?;
+        check_pid(r.pid)?;
+        let sponsors = req.ctx.state.add_sponsor(r.pid);
+        Ok(Reply::msg(RegisterSponsorAck { sponsors }))
+    }
+}
+
+/// A store's counters by name, in a stable order.
+fn store_counters(s: &spark_store::StoreStats) -> Vec<(&'static str, u64)> {
+    spark_proto::cache::CacheStats::FIELDS
+        .into_iter()
+        .zip(s.values())
+        .collect()
+}
 
 fn check_pid(pid: u32) -> Result<(), HandlerError> {
-    if crate::server::valid_pid(pid) {
+    if crate::platform::valid_pid(pid) {
         Ok(())
     } else {
         Err(HandlerError::reply(
@@ -27,83 +147,35 @@ impl Service for ControlService {
     }
 
     fn capabilities(&self) -> &'static [&'static str] {
-        &["pipeline", "sponsor", "stream"]
+        Self::CAPABILITIES
     }
 
-    fn handle<'a>(&'a self, mut req: Request<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle(self: Arc<Self>, req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
             match req.frame.msg_type {
                 PING => {
                     let p: Ping = req.decode()?;
-                    req.reply(&Pong { data: p.data }).await
+                    Ok(Reply::msg(Pong { data: p.data }))
                 }
                 VERSION => {
                     let _: Version = req.decode()?;
-                    let v = VersionResponse {
+                    Ok(Reply::msg(VersionResponse {
                         protocol_version: PROTOCOL_VERSION,
                         daemon_version: DAEMON_VERSION.into(),
-                    };
-                    req.reply(&v).await
+                    }))
                 }
                 SHUTDOWN => {
                     let _: Shutdown = req.decode()?;
-                    req.reply(&ShutdownAck).await?;
-                    req.conn.flush().await?;
-                    req.state.request_shutdown("Shutdown requested by a client");
-                    Ok(())
+                    // The ack is still written: the writer drains every reply owed before the connection closes.
+                    req.ctx
+                        .state
+                        .request_shutdown("Shutdown requested by a client");
+                    Ok(Reply::msg(ShutdownAck))
                 }
-                STATS => {
-                    let _: Stats = req.decode()?;
-                    let s = &req.state;
-                    let r = StatsResponse {
-                        uptime_secs: s.started.elapsed().as_secs(),
-                        protocol_version: PROTOCOL_VERSION,
-                        services: s.registry.ids(),
-                        current_connections: s
-                            .current_connections
-                            .load(std::sync::atomic::Ordering::SeqCst),
-                        total_connections: s
-                            .total_connections
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                    };
-                    req.reply(&r).await
-                }
-                HELLO => {
-                    let h: Hello = req.decode()?;
-                    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&h.protocol_version) {
-                        return Err(HandlerError::reply(
-                            ErrorCode::UnsupportedVersion,
-                            format!(
-                                "client '{}' speaks protocol version {}, this sparkd {} speaks {}..={}; \
-                                 upgrade whichever is older",
-                                h.client_name,
-                                h.protocol_version,
-                                DAEMON_VERSION,
-                                MIN_PROTOCOL_VERSION,
-                                PROTOCOL_VERSION
-                            ),
-                        ));
-                    }
-                    tracing::debug!(client = %h.client_name, pid = h.pid, "hello");
-                    if h.flags & HELLO_FLAG_SPONSOR != 0 {
-                        check_pid(h.pid)?;
-                        req.state.add_sponsor(h.pid);
-                    }
-                    let r = HelloResponse {
-                        protocol_version: PROTOCOL_VERSION,
-                        daemon_version: DAEMON_VERSION.into(),
-                        daemon_pid: std::process::id(),
-                        services: req.state.registry.ids(),
-                        capabilities: req.state.registry.capabilities(),
-                    };
-                    req.reply(&r).await
-                }
-                REGISTER_SPONSOR => {
-                    let r: RegisterSponsor = req.decode()?;
-                    check_pid(r.pid)?;
-                    let sponsors = req.state.add_sponsor(r.pid);
-                    req.reply(&RegisterSponsorAck { sponsors }).await
-                }
+                STATS => self.stats(&req),
+                HELLO => self.hello(&req),
+                REGISTER_SPONSOR => self.register_sponsor(&req),
+                NAMESPACES => self.namespaces(&req),
                 _ => Err(unknown_message(&req.frame)),
             }
         })

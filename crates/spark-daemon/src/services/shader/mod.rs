@@ -1,10 +1,13 @@
-//! The Shader service (`0x0002`): compiled shader blobs keyed by (source hash, target, stage).
+//! The Shader service (`0x0002`): compiled shader blobs keyed by (source hash, target, stage), over the
+//! `shader` namespace.
+
+use std::sync::Arc;
 
 use spark_proto::cache::ShaderKey;
-use spark_proto::service;
-use spark_store::Store;
+use spark_proto::{Frame, service};
 
-use crate::registry::{BoxFuture, HandlerError, Request, Service};
+use crate::namespaces::Namespace;
+use crate::registry::{BoxFuture, HandlerError, HandlerResult, Request, Service};
 use crate::services::blob_cache::{BlobCache, CacheKey};
 
 impl CacheKey for ShaderKey {
@@ -20,8 +23,8 @@ impl CacheKey for ShaderKey {
 
 pub struct ShaderService(BlobCache<ShaderKey>);
 
-pub fn shader_service(store: Store) -> ShaderService {
-    ShaderService(BlobCache::new(service::SHADER, store))
+pub fn shader_service(ns: Arc<Namespace>) -> ShaderService {
+    ShaderService(BlobCache::new(ns))
 }
 
 impl Service for ShaderService {
@@ -33,7 +36,11 @@ impl Service for ShaderService {
         &["shader-cache"]
     }
 
-    fn handle<'a>(&'a self, mut req: Request<'a>) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn opens_upload(&self, frame: &Frame) -> bool {
+        BlobCache::<ShaderKey>::opens_upload(frame)
+    }
+
+    fn handle(self: Arc<Self>, mut req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
             match self.0.handle_common(&mut req).await {
                 Some(r) => r,

@@ -1,0 +1,144 @@
+//! Server-initiated events: a bounded queue per connection, filled by any service at any time and drained by
+//! the connection's writer between replies.
+//!
+//! The queue is bounded twice, by count and by bytes, so a client that stops reading costs the daemon a fixed
+//! amount of memory however fast events are produced. What does not fit is dropped and counted; the writer later
+//! sends one `EventsLost` event (Control, `0x8001`) with the count, so a client never misses events silently.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use spark_proto::{Message, msg};
+use tokio::sync::mpsc;
+
+/// Events queued per connection at most.
+pub const EVENT_QUEUE_LEN: usize = 1024;
+/// Bytes of event payload queued per connection at most.
+pub const EVENT_QUEUE_BYTES: usize = 8 << 20;
+
+/// One server-initiated frame.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub service: u16,
+    pub msg_type: u16,
+    pub payload: Bytes,
+}
+
+/// What became of an event handed to [`EventSender::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Queued,
+    /// The queue was full: dropped and counted; the client will get an `EventsLost`.
+    Dropped,
+    /// The connection is gone: drop the subscription.
+    Closed,
+}
+
+struct Shared {
+    lost: AtomicU64,
+    bytes: AtomicUsize,
+}
+
+/// Queues events on one connection. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<Event>,
+    shared: Arc<Shared>,
+}
+
+/// The writer's end of the queue.
+pub(crate) struct EventQueue {
+    rx: mpsc::Receiver<Event>,
+    shared: Arc<Shared>,
+}
+
+pub(crate) fn channel() -> (EventSender, EventQueue) {
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE_LEN);
+    let shared = Arc::new(Shared {
+        lost: AtomicU64::new(0),
+        bytes: AtomicUsize::new(0),
+    });
+    (
+        EventSender {
+            tx,
+            shared: shared.clone(),
+        },
+        EventQueue { rx, shared },
+    )
+}
+
+impl EventSender {
+    /// Queues an event without waiting.
+    pub fn send(&self, ev: Event) -> Sent {
+        debug_assert!(msg::is_event(ev.msg_type), "events use types >= 0x8000");
+        if self.tx.is_closed() {
+            return Sent::Closed;
+        }
+        let len = ev.payload.len();
+        let before = self.shared.bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > EVENT_QUEUE_BYTES && before > 0 {
+            self.shared.bytes.fetch_sub(len, Ordering::AcqRel);
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            return Sent::Dropped;
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => Sent::Queued,
+            Err(e) => {
+                self.shared.bytes.fetch_sub(len, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        self.shared.lost.fetch_add(1, Ordering::Relaxed);
+                        Sent::Dropped
+                    }
+                    mpsc::error::TrySendError::Closed(_) => Sent::Closed,
+                }
+            }
+        }
+    }
+
+    /// Queues a typed event message on `service`.
+    pub fn send_msg<M: Message>(&self, service: u16, m: &M) -> Sent {
+        let mut p = BytesMut::new();
+        m.encode(&mut p);
+        self.send(Event {
+            service,
+            msg_type: M::TYPE,
+            payload: p.freeze(),
+        })
+    }
+
+    /// True once the connection's writer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl EventQueue {
+    pub(crate) async fn recv(&mut self) -> Option<Event> {
+        let ev = self.rx.recv().await?;
+        self.taken(&ev);
+        Some(ev)
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Option<Event> {
+        let ev = self.rx.try_recv().ok()?;
+        self.taken(&ev);
+        Some(ev)
+    }
+
+    fn taken(&self, ev: &Event) {
+        self.shared
+            .bytes
+            .fetch_sub(ev.payload.len(), Ordering::AcqRel);
+    }
+
+    /// Events dropped since the last call, once the queue has room again (at most half full), so the
+    /// `EventsLost` that reports them is not itself followed by more losses at once.
+    pub(crate) fn take_lost(&self) -> u64 {
+        if self.shared.lost.load(Ordering::Relaxed) == 0 || self.rx.len() > EVENT_QUEUE_LEN / 2 {
+            return 0;
+        }
+        self.shared.lost.swap(0, Ordering::Relaxed)
+    }
+}

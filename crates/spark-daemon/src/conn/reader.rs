@@ -1,0 +1,285 @@
+//! A connection's reader: reads frames, starts each request's handler, and queues the request's place in the
+//! reply order for the writer. Frames of an upload stream are routed to the request that opened it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use spark_proto::{ErrorCode, ErrorResponse, Frame, FrameHeader, HEADER_LEN, ProtoError, msg, service};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use super::writer::{End, Pending, Slot};
+use crate::registry::{
+    BoxFuture, Ctx, HandlerError, HandlerResult, Registry, Request, UploadPart, unknown_service,
+};
+
+/// Frames of one upload that may wait for its handler.
+const UPLOAD_QUEUE: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("client closed the connection")]
+    Closed,
+    #[error("client closed the connection in the middle of a frame")]
+    TruncatedFrame,
+    #[error("frame not completed within {0:?}")]
+    FrameTimeout(Duration),
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Buffered frame reads with a per-frame deadline.
+pub(crate) struct FrameReader<R> {
+    r: R,
+    rbuf: BytesMut,
+    frame_timeout: Duration,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(r: R, frame_timeout: Duration) -> Self {
+        FrameReader {
+            r,
+            rbuf: BytesMut::with_capacity(8 * 1024),
+            frame_timeout,
+        }
+    }
+
+    /// Reads the next frame. Cancel-safe: a partial frame stays buffered. Waiting for the first byte of a
+    /// frame is unbounded (idle clients are fine); once a frame has started, all of it must arrive within
+    /// the frame timeout.
+    pub(crate) async fn read_frame(&mut self) -> Result<Frame, ReadError> {
+        let mut deadline = None;
+        loop {
+            if let Some(frame) = Frame::decode_from(&mut self.rbuf)? {
+                return Ok(frame);
+            }
+            if !self.rbuf.is_empty() && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + self.frame_timeout);
+            }
+            // Grow only towards what the announced (already validated) frame needs.
+            let want = self.bytes_wanted();
+            self.rbuf.reserve(want.clamp(4096, 1 << 20));
+            let n = match deadline {
+                None => self.r.read_buf(&mut self.rbuf).await?,
+                Some(d) => match tokio::time::timeout_at(d, self.r.read_buf(&mut self.rbuf)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(ReadError::FrameTimeout(self.frame_timeout)),
+                },
+            };
+            if n == 0 {
+                return Err(if self.rbuf.is_empty() {
+                    ReadError::Closed
+                } else {
+                    ReadError::TruncatedFrame
+                });
+            }
+        }
+    }
+
+    fn bytes_wanted(&self) -> usize {
+        if self.rbuf.len() < HEADER_LEN {
+            return HEADER_LEN - self.rbuf.len();
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&self.rbuf[..HEADER_LEN]);
+        FrameHeader::decode(&hb)
+            .map(|h| (HEADER_LEN + h.len as usize).saturating_sub(self.rbuf.len()))
+            .unwrap_or(0)
+    }
+}
+
+/// The upload stream in progress on this connection.
+struct Upload {
+    service: u16,
+    tx: mpsc::Sender<UploadPart>,
+}
+
+/// The reader's side of one connection.
+pub(crate) struct Reader<'a, R> {
+    pub frames: FrameReader<R>,
+    pub ctx: &'a Ctx,
+    pub registry: &'a Registry,
+    pub slots: mpsc::Sender<Slot>,
+    upload: Option<Upload>,
+    /// Set when the writer was seen to stop (a finished task must not be awaited twice).
+    writer_end: Option<End>,
+}
+
+/// What the reader loop should do after a frame.
+enum Step {
+    Go,
+    Stop,
+}
+
+impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
+    pub(crate) fn new(
+        frames: FrameReader<R>,
+        ctx: &'a Ctx,
+        registry: &'a Registry,
+        slots: mpsc::Sender<Slot>,
+    ) -> Self {
+        Reader {
+            frames,
+            ctx,
+            registry,
+            slots,
+            upload: None,
+            writer_end: None,
+        }
+    }
+
+    /// Reads until the client leaves, the stream breaks, the writer stops or the daemon shuts down (shutdown
+    /// waits for an upload in progress: it is a request being handled). Returns the writer's end if the
+    /// writer stopped first.
+    pub(crate) async fn run(&mut self, writer: &mut JoinHandle<End>) -> Option<End> {
+        let state = self.ctx.state.clone();
+        loop {
+            let uploading = self.upload.is_some();
+            let read = tokio::select! {
+                biased;
+                end = &mut *writer => return Some(end.unwrap_or(End::Drained)),
+                _ = state.shutting_down(), if !uploading => return None,
+                r = self.frames.read_frame() => r,
+            };
+            let step = match read {
+                Ok(frame) => self.on_frame(frame, writer).await,
+                Err(e) => self.on_read_error(e, writer).await,
+            };
+            if let Step::Stop = step {
+                return self.writer_end.take();
+            }
+        }
+    }
+
+    async fn on_read_error(&mut self, e: ReadError, writer: &mut JoinHandle<End>) -> Step {
+        match e {
+            ReadError::Proto(e) => {
+                // An oversize header: the byte stream cannot be resynchronised. Every such error goes on
+                // Control, inside an upload or not; the upload's handler sees its stream end and answers nothing.
+                debug!("closing connection: {e}");
+                self.upload = None;
+                let err = ErrorResponse::new(ErrorCode::TooLarge, format!("{e}; closing the connection"));
+                self.push(service::CONTROL, Pending::Ready(Err(HandlerError::Close(err))), writer)
+                    .await;
+            }
+            ReadError::FrameTimeout(t) if self.upload.is_some() => {
+                self.abort_upload(format!(
+                    "upload stream frame not completed within {t:?}; closing the connection"
+                ))
+                .await;
+            }
+            e => debug!("connection ended: {e}"),
+        }
+        Step::Stop
+    }
+
+    async fn on_frame(&mut self, frame: Frame, writer: &mut JoinHandle<End>) -> Step {
+        if let Some(up) = &self.upload {
+            let stream_frame = frame.service == up.service
+                && (frame.msg_type == msg::STREAM_CHUNK || frame.msg_type == msg::STREAM_END);
+            if !stream_frame {
+                let why = format!(
+                    "expected a stream chunk or end for service 0x{:04x}, got message 0x{:04x} on service 0x{:04x}",
+                    up.service, frame.msg_type, frame.service
+                );
+                self.abort_upload(why).await;
+                return Step::Stop;
+            }
+            let part = if frame.msg_type == msg::STREAM_CHUNK {
+                UploadPart::Chunk(frame.payload)
+            } else {
+                UploadPart::End(frame.payload)
+            };
+            let end = matches!(part, UploadPart::End(_));
+            // The handler may have given up on the stream already; the frames are then just consumed.
+            let _ = up.tx.send(part).await;
+            if end {
+                self.upload = None;
+            }
+            return Step::Go;
+        }
+        if frame.msg_type == msg::STREAM_CHUNK || frame.msg_type == msg::STREAM_END {
+            // Outside an upload these belong to a PutStream that was already answered (refused before its
+            // stream began: unknown service, malformed header). Dropping them keeps one reply per request.
+            debug!(
+                "dropping a stream frame that belongs to no upload (service 0x{:04x})",
+                frame.service
+            );
+            return Step::Go;
+        }
+        let service = frame.service;
+        let pending = self.start(frame);
+        self.push(service, pending, writer).await
+    }
+
+    /// Starts a request's handler. One that finishes at once (a memory hit, a ping) is answered without a task
+    /// of its own; any other runs in its own task, so later requests need not wait for it.
+    fn start(&mut self, frame: Frame) -> Pending {
+        let Some(svc) = self.registry.get(frame.service).cloned() else {
+            return Pending::Ready(Err(HandlerError::Reply(unknown_service(frame.service))));
+        };
+        let upload = svc.opens_upload(&frame).then(|| {
+            let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
+            self.upload = Some(Upload {
+                service: frame.service,
+                tx,
+            });
+            rx
+        });
+        let req = Request {
+            frame,
+            ctx: self.ctx.clone(),
+            upload,
+        };
+        let mut fut = svc.handle(req);
+        if let Some(r) = poll_once(&mut fut) {
+            return Pending::Ready(r);
+        }
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        Pending::Running(rx)
+    }
+
+    /// Queues a request's place in the reply order, waiting while the in-flight limit is reached.
+    async fn push(&mut self, service: u16, reply: Pending, writer: &mut JoinHandle<End>) -> Step {
+        let slot = Slot { service, reply };
+        if let Err(mpsc::error::TrySendError::Full(slot)) = self.slots.try_send(slot) {
+            // Throttled: the client is not reading its replies fast enough.
+            tokio::select! {
+                r = self.slots.send(slot) => if r.is_err() { return Step::Stop },
+                end = &mut *writer => {
+                    self.writer_end = Some(end.unwrap_or(End::Drained));
+                    return Step::Stop;
+                }
+            }
+        }
+        Step::Go
+    }
+
+    /// Tells the upload's handler why its stream broke; it answers with that error and the connection closes.
+    async fn abort_upload(&mut self, why: String) {
+        if let Some(up) = self.upload.take() {
+            let e = ErrorResponse::new(ErrorCode::StreamMismatch, why);
+            let _ = up.tx.send(UploadPart::Abort(e)).await;
+        }
+    }
+}
+
+/// Polls a handler once, without a task: most requests complete on their first poll.
+fn poll_once(fut: &mut BoxFuture<HandlerResult>) -> Option<HandlerResult> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(fut).as_mut().poll(&mut cx) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
+

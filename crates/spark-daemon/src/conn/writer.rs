@@ -1,0 +1,317 @@
+//! A connection's writer task: releases replies strictly in request order, interleaves events between
+//! replies (never inside a streamed one), and batches small frames into few syscalls.
+//!
+//! The reader hands over one [`Slot`] per request, in request order, through a bounded queue: its length is the
+//! connection's in-flight limit, so a client that stops reading stops having its requests read too.
+
+use std::io::IoSlice;
+
+use bytes::BytesMut;
+use spark_proto::control::EventsLost;
+use spark_proto::{ErrorCode, ErrorResponse, FrameHeader, HEADER_LEN, MAX_PAYLOAD, msg, service};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::events::{Event, EventQueue};
+use crate::registry::{Encode, HandlerError, HandlerResult, Reply, StreamPart};
+
+/// Payloads at least this large are written straight from their buffer instead of being copied.
+const DIRECT_WRITE_MIN: usize = 64 * 1024;
+/// Flush the write buffer once it holds this much, even mid-batch.
+const WRITE_BUF_HIGH: usize = 256 * 1024;
+
+/// A request's reply, as the reader queued it.
+pub(crate) enum Pending {
+    /// The handler finished while the reader polled it.
+    Ready(HandlerResult),
+    /// The handler runs in a task of its own.
+    Running(oneshot::Receiver<HandlerResult>),
+}
+
+/// One request's place in the reply order.
+pub(crate) struct Slot {
+    pub service: u16,
+    pub reply: Pending,
+}
+
+/// Why the writer stopped.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Every reply owed was written.
+    Drained,
+    /// A reply closed the connection (a broken stream) after it was sent.
+    Closed,
+    /// Writing to the client failed.
+    Failed(std::io::Error),
+}
+
+struct Out<W> {
+    w: W,
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> Out<W> {
+    /// Queues one frame whose payload `m` encodes.
+    fn msg(&mut self, service: u16, m: &dyn Encode) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; HEADER_LEN]);
+        m.encode(&mut self.buf);
+        let len = self.buf.len() - start - HEADER_LEN;
+        if len > MAX_PAYLOAD {
+            // No reply may exceed a frame; a handler that built one has a bug. Say so instead of desyncing.
+            self.buf.truncate(start);
+            let e = ErrorResponse::new(
+                ErrorCode::Internal,
+                format!("reply of {len} bytes exceeds the frame limit"),
+            );
+            return self.msg(service, &e);
+        }
+        let h = FrameHeader {
+            len: len as u32,
+            service,
+            msg_type: m.msg_type(),
+        };
+        self.buf[start..start + HEADER_LEN].copy_from_slice(&h.encode());
+    }
+
+    /// One frame whose payload is `head` then `body`; a large body is written from where it lies.
+    async fn parts(
+        &mut self,
+        service: u16,
+        msg_type: u16,
+        head: &[u8],
+        body: &[u8],
+    ) -> std::io::Result<()> {
+        let len = head.len() + body.len();
+        if len > MAX_PAYLOAD {
+            let e = ErrorResponse::new(
+                ErrorCode::Internal,
+                format!("reply of {len} bytes exceeds the frame limit"),
+            );
+            self.msg(service, &e);
+            return Ok(());
+        }
+        let h = FrameHeader {
+            len: len as u32,
+            service,
+            msg_type,
+        };
+        self.buf.extend_from_slice(&h.encode());
+        self.buf.extend_from_slice(head);
+        if body.len() < DIRECT_WRITE_MIN {
+            self.buf.extend_from_slice(body);
+            return self.flush_if_full().await;
+        }
+        let mut bufs = [IoSlice::new(&self.buf), IoSlice::new(body)];
+        write_all_vectored(&mut self.w, &mut bufs).await?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn flush_if_full(&mut self) -> std::io::Result<()> {
+        if self.buf.len() >= WRITE_BUF_HIGH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.w.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Writes replies and events until the reader is done and every owed reply is out, or the connection fails.
+pub(crate) async fn run<W: AsyncWrite + Unpin>(
+    w: W,
+    mut slots: mpsc::Receiver<Slot>,
+    mut events: EventQueue,
+) -> End {
+    let mut out = Out {
+        w,
+        buf: BytesMut::with_capacity(16 * 1024),
+    };
+    let r = write_loop(&mut out, &mut slots, &mut events).await;
+    let end = match r {
+        Ok(end) => end,
+        Err(e) => End::Failed(e),
+    };
+    if matches!(end, End::Drained | End::Closed) {
+        let _ = out.flush().await;
+    }
+    let _ = out.w.shutdown().await;
+    end
+}
+
+enum Next {
+    Slot(Option<Slot>),
+    Event(Event),
+    /// Nothing is ready now and something is buffered.
+    Idle,
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    slots: &mut mpsc::Receiver<Slot>,
+    events: &mut EventQueue,
+) -> std::io::Result<End> {
+    loop {
+        let next = if out.buf.is_empty() {
+            tokio::select! {
+                biased;
+                s = slots.recv() => Next::Slot(s),
+                Some(e) = events.recv() => Next::Event(e),
+            }
+        } else {
+            // Take only what is ready now; otherwise send what is buffered before waiting.
+            match slots.try_recv() {
+                Ok(s) => Next::Slot(Some(s)),
+                Err(mpsc::error::TryRecvError::Disconnected) => Next::Slot(None),
+                Err(mpsc::error::TryRecvError::Empty) => match events.try_recv() {
+                    Some(e) => Next::Event(e),
+                    None => Next::Idle,
+                },
+            }
+        };
+        match next {
+            Next::Idle => out.flush().await?,
+            Next::Event(e) => write_event(out, events, e).await?,
+            Next::Slot(None) => return Ok(End::Drained),
+            Next::Slot(Some(slot)) => {
+                let result = match slot.reply {
+                    Pending::Ready(r) => r,
+                    Pending::Running(rx) => wait_reply(out, events, rx).await?,
+                };
+                if write_result(out, slot.service, result).await? {
+                    return Ok(End::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a running handler, writing events while it works (they go out before its reply, which has not
+/// started). Earlier replies are flushed first so a slow request never holds back finished ones.
+async fn wait_reply<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    events: &mut EventQueue,
+    mut rx: oneshot::Receiver<HandlerResult>,
+) -> std::io::Result<HandlerResult> {
+    if let Ok(r) = rx.try_recv() {
+        return Ok(r);
+    }
+    out.flush().await?;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut rx => return Ok(r.unwrap_or(Err(HandlerError::Reply(ErrorResponse::new(
+                ErrorCode::Internal,
+                "the request's handler failed; see the daemon log",
+            ))))),
+            Some(e) = events.recv() => {
+                write_event(out, events, e).await?;
+                out.flush().await?;
+            }
+        }
+    }
+}
+
+async fn write_event<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    events: &EventQueue,
+    e: Event,
+) -> std::io::Result<()> {
+    out.parts(e.service, e.msg_type, &[], &e.payload).await?;
+    let lost = events.take_lost();
+    if lost > 0 {
+        out.msg(service::CONTROL, &EventsLost { dropped: lost });
+    }
+    out.flush_if_full().await
+}
+
+/// Writes one request's reply; returns true when the connection must close after it.
+async fn write_result<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    service: u16,
+    result: HandlerResult,
+) -> std::io::Result<bool> {
+    match result {
+        Ok(Reply::Msg(m)) => {
+            out.msg(service, m.as_ref());
+            out.flush_if_full().await?;
+        }
+        Ok(Reply::Blob {
+            msg_type,
+            head,
+            body,
+        }) => out.parts(service, msg_type, &head, &body).await?,
+        Ok(Reply::Stream { first, parts }) => return write_stream(out, service, first, parts).await,
+        Err(HandlerError::Reply(e)) => out.msg(service, &e),
+        Err(HandlerError::Close(e)) => {
+            debug!("closing connection after error: {e}");
+            out.msg(service, &e);
+            return Ok(true);
+        }
+        Err(HandlerError::Gone) => {}
+    }
+    Ok(false)
+}
+
+/// A streamed reply: its first frame, its chunks, then exactly one terminal frame. Nothing else is written
+/// in between, events included.
+async fn write_stream<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    service: u16,
+    first: Box<dyn Encode>,
+    mut parts: mpsc::Receiver<StreamPart>,
+) -> std::io::Result<bool> {
+    out.msg(service, first.as_ref());
+    loop {
+        let part = match parts.try_recv() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                out.flush().await?;
+                parts.recv().await
+            }
+        };
+        match part {
+            Some(StreamPart::Chunk(c)) => out.parts(service, msg::STREAM_CHUNK, &[], &c).await?,
+            Some(StreamPart::End(checksum)) => {
+                out.msg(service, &spark_proto::cache::StreamEnd { checksum });
+                return Ok(false);
+            }
+            Some(StreamPart::Fail(e)) => {
+                out.msg(service, &e);
+                return Ok(false);
+            }
+            None => {
+                // The producer died mid-stream: the client must not take what it got for a whole blob.
+                let e = ErrorResponse::new(
+                    ErrorCode::Internal,
+                    "the streamed reply failed part-way; closing the connection",
+                );
+                out.msg(service, &e);
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Writes all buffers with as few syscalls as the kernel allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Namespaces: the named stores (`shader`, `asset`, later `compile`, `http-cas`, …) behind every front end.
+//!
+//! A [`Namespace`] is a store plus its key rule and budgets, built from one config table
+//! ([`decl::DECLARED`] and [`crate::config`]). It offers the operations every front end needs — the binary
+//! protocol's services are thin adapters over it, and the HTTP front and the compile service use the same
+//! calls — and knows nothing of any wire format. Store work that may touch the disk runs on the blocking pool,
+//! never on a runtime thread; a memory hit completes without leaving the caller's task.
+
+pub mod decl;
+pub mod single_flight;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use spark_store::{BlobReader, ColdRead, Lookup, PutWriter, Store, StoreConfig, StoreError, StoreStats};
+use tracing::info;
+
+pub use decl::{Decl, KeyRule};
+pub use single_flight::FillError;
+use single_flight::{Role, SingleFlight};
+
+/// A namespace's configuration: its declaration and its store's settings (directory, budgets, durability).
+#[derive(Debug, Clone)]
+pub struct NamespaceConfig {
+    pub decl: Decl,
+    pub store: StoreConfig,
+}
+
+/// Why a namespace operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// A blob found by [`Namespace::get`].
+pub enum Blob {
+    Bytes(Bytes),
+    /// Too large to read whole: read it a chunk at a time, off the runtime.
+    Stream(Box<BlobReader>),
+}
+
+/// How [`Namespace::get_or_fill`] got its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// It was stored already.
+    Hit,
+    /// Another caller was filling it; this one waited and shares the result.
+    Joined,
+    /// This caller ran the fill.
+    Ran,
+}
+
+pub struct Namespace {
+    decl: Decl,
+    store: Store,
+    flights: SingleFlight,
+}
+
+impl Namespace {
+    pub fn new(decl: Decl, store: Store) -> Namespace {
+        Namespace {
+            decl,
+            store,
+            flights: SingleFlight::default(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.decl.name
+    }
+
+    /// The binary-protocol service that serves this namespace, 0 for none.
+    pub fn service(&self) -> u16 {
+        self.decl.service
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn check_key(&self, key: &[u8]) -> Result<(), NsError> {
+        let r = self.decl.key;
+        if (r.min_len..=r.max_len).contains(&key.len()) {
+            return Ok(());
+        }
+        Err(NsError::InvalidKey(format!(
+            "a key of namespace '{}' must be {}..={} bytes, not {}",
+            self.decl.name,
+            r.min_len,
+            r.max_len,
+            key.len()
+        )))
+    }
+
+    /// Runs store work that may touch the disk on the blocking pool.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, NsError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store))
+            .await
+            .map_err(|e| NsError::Task(e.to_string()))?
+            .map_err(NsError::Store)
+    }
+
+    /// The blob under `key`. Counts a hit or a miss.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Blob>, NsError> {
+        self.check_key(key)?;
+        match self.store.lookup(key) {
+            Lookup::Hit(b) => Ok(Some(Blob::Bytes(b))),
+            Lookup::Miss => Ok(None),
+            Lookup::Cold(c) => Ok(match self.blocking(move |s| s.read_cold(c)).await? {
+                ColdRead::Whole(b) => Some(Blob::Bytes(b)),
+                ColdRead::Gone => None,
+                ColdRead::Stream(r) => Some(Blob::Stream(r)),
+            }),
+        }
+    }
+
+    /// The blob under `key` as one buffer, however large.
+    pub async fn get_bytes(&self, key: &[u8]) -> Result<Option<Bytes>, NsError> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(Blob::Bytes(b)) => Ok(Some(b)),
+            Some(Blob::Stream(mut r)) => {
+                let all = self
+                    .blocking(move |_| {
+                        let mut out = Vec::with_capacity(r.len() as usize);
+                        let mut buf = Vec::new();
+                        while r.next_chunk_into(1 << 20, &mut buf)? {
+                            out.extend_from_slice(&buf);
+                        }
+                        Ok(out)
+                    })
+                    .await?;
+                Ok(Some(Bytes::from(all)))
+            }
+        }
+    }
+
+    /// Stores a blob; returns whether it was kept (false: larger than every budget allows).
+    pub async fn put(&self, key: Vec<u8>, data: Bytes) -> Result<bool, NsError> {
+        self.check_key(&key)?;
+        if self.store.config().dir.is_none() {
+            return Ok(self.store.put(&key, data)?);
+        }
+        self.blocking(move |s| s.put(&key, data)).await
+    }
+
+    /// Starts a streamed put of `total_len` bytes.
+    pub async fn begin_put(&self, key: Vec<u8>, total_len: u64) -> Result<PutWriter, NsError> {
+        self.check_key(&key)?;
+        self.blocking(move |s| s.begin_put(&key, total_len)).await
+    }
+
+    /// The size of the blob under `key`, without counting a hit or a miss.
+    pub fn exists(&self, key: &[u8]) -> Option<u64> {
+        self.store.exists(key)
+    }
+
+    pub async fn remove(&self, key: Vec<u8>) -> Result<bool, NsError> {
+        self.blocking(move |s| s.remove(&key)).await
+    }
+
+    /// Removes every key given; returns how many were present.
+    pub async fn remove_many(&self, keys: Vec<Vec<u8>>) -> Result<u64, NsError> {
+        self.blocking(move |s| s.remove_many(keys)).await
+    }
+
+    /// Removes everything; returns how many entries there were.
+    pub async fn clear(&self) -> Result<u64, NsError> {
+        self.blocking(|s| s.clear()).await
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// The blob under `key`, or the result of `fill` stored under it. Concurrent callers for one key wait for
+    /// one fill and all get its result or all get its error; a failed fill stores nothing, so the next call
+    /// tries again. `fill` runs in the leading caller's task.
+    pub async fn get_or_fill<F, Fut>(&self, key: &[u8], fill: F) -> Result<(Bytes, Filled), FillError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Bytes>>,
+    {
+        let mut fill = Some(fill);
+        loop {
+            if let Some(b) = self.get_bytes(key).await.map_err(|e| Arc::new(e.into()))? {
+                return Ok((b, Filled::Hit));
+            }
+            match self.flights.join(key) {
+                Role::Follower(rx) => {
+                    if let Some(r) = single_flight::follow(rx).await {
+                        return r.map(|b| (b, Filled::Joined));
+                    }
+                    // The leader gave up without a result (cancelled): look again, maybe lead.
+                }
+                Role::Leader(leader) => {
+                    let f = fill
+                        .take()
+                        .expect("a caller leads at most once: it returns when it does");
+                    let r = match f().await {
+                        Ok(b) => match self.put(key.to_vec(), b.clone()).await {
+                            Ok(_) => Ok(b),
+                            Err(e) => Err(Arc::new(anyhow::Error::from(e))),
+                        },
+                        Err(e) => Err(Arc::new(e)),
+                    };
+                    leader.finish(r.clone());
+                    return r.map(|b| (b, Filled::Ran));
+                }
+            }
+        }
+    }
+
+    /// Fills in flight now (for stats).
+    pub fn fills_in_flight(&self) -> usize {
+        self.flights.in_flight()
+    }
+}
+
+/// Every namespace of the daemon, in declaration order.
+#[derive(Default)]
+pub struct Namespaces {
+    all: Vec<Arc<Namespace>>,
+}
+
+impl Namespaces {
+    /// Opens every namespace's store.
+    pub fn open(configs: &[NamespaceConfig]) -> anyhow::Result<Namespaces> {
+        let mut all = Vec::with_capacity(configs.len());
+        for c in configs {
+            let store = open_store(&c.store)?;
+            all.push(Arc::new(Namespace::new(c.decl, store)));
+        }
+        Ok(Namespaces { all })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Namespace>> {
+        self.all.iter().find(|n| n.name() == name)
+    }
+
+    /// The namespace `name`; panics if the config table lacks it (a build-time mistake, not input).
+    pub fn expect(&self, name: &str) -> Arc<Namespace> {
+        self.get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("namespace '{name}' is not configured"))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Namespace>> {
+        self.all.iter()
+    }
+}
+
+fn open_store(cfg: &StoreConfig) -> anyhow::Result<Store> {
+    use anyhow::Context;
+    let (store, rep) = Store::open(cfg.clone()).with_context(|| {
+        format!(
+            "cannot open the {} cache{}",
+            cfg.name,
+            cfg.dir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
+        )
+    })?;
+    let mb = |b: u64| b / (1024 * 1024);
+    info!(
+        "{} cache: {} entries loaded ({} MiB on disk) in {:.1} ms; dir {}; memory budget {} MiB; disk budget {}{}",
+        cfg.name,
+        rep.entries,
+        mb(rep.bytes_on_disk),
+        rep.index_load_time.as_secs_f64() * 1000.0,
+        cfg.dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "none (memory only)".into()),
+        mb(cfg.memory_budget),
+        if cfg.disk_budget == 0 {
+            "unbounded".to_string()
+        } else {
+            format!("{} MiB", mb(cfg.disk_budget))
+        },
+        if rep.trimmed_at_start > 0 {
+            format!("; {} evicted to fit the budget", rep.trimmed_at_start)
+        } else {
+            String::new()
+        },
+    );
+    Ok(store)
+}

@@ -1,0 +1,65 @@
+//! The daemon's platform-specific helpers that are not part of a transport: process liveness and signals.
+
+use std::sync::Arc;
+
+use crate::state::ServerState;
+
+/// Whether a sponsor pid names a possible process (kill(2) treats 0 and negative values as groups).
+pub fn valid_pid(pid: u32) -> bool {
+    pid > 0 && pid <= i32::MAX as u32
+}
+
+/// Whether process `pid` exists.
+#[cfg(unix)]
+pub fn process_alive(pid: u32) -> bool {
+    if !valid_pid(pid) {
+        return false;
+    }
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    // EPERM means it exists but belongs to someone else: alive.
+    !matches!(
+        rustix::process::test_kill_process(p),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+/// Without a process API here a sponsor is taken to be alive, so `--exit-with-sponsors` never exits early.
+#[cfg(not(unix))]
+pub fn process_alive(pid: u32) -> bool {
+    valid_pid(pid)
+}
+
+/// SIGTERM and SIGINT request a clean shutdown.
+#[cfg(unix)]
+pub fn spawn_signal_handlers(state: &Arc<ServerState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, name) in [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+    ] {
+        let state = state.clone();
+        match signal(kind) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    if s.recv().await.is_some() {
+                        state.request_shutdown(&format!("received {name}"));
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot install {name} handler: {e}"),
+        }
+    }
+}
+
+/// Ctrl-C requests a clean shutdown.
+#[cfg(not(unix))]
+pub fn spawn_signal_handlers(state: &Arc<ServerState>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            state.request_shutdown("received Ctrl-C");
+        }
+    });
+}
