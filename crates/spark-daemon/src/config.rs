@@ -125,10 +125,7 @@ impl Config {
                 s.disk_budget = disk.get(d.name).copied().unwrap_or(0);
                 s.max_blob = a.max_blob_mb.saturating_mul(MB);
                 s.durability = a.durability;
-                NamespaceConfig {
-                    decl: *d,
-                    store: s,
-                }
+                NamespaceConfig { decl: *d, store: s }
             })
             .collect();
         Ok(Config {
@@ -162,7 +159,10 @@ fn parse_pair(flag: &str, s: &str) -> anyhow::Result<(&'static str, u64)> {
         .with_context(|| format!("--{flag} takes NAME=NUMBER, not '{s}'"))?;
     let Some(d) = decl::find(name) else {
         let known: Vec<_> = decl::DECLARED.iter().map(|d| d.name).collect();
-        bail!("--{flag}: no namespace '{name}'; the namespaces are {}", known.join(", "));
+        bail!(
+            "--{flag}: no namespace '{name}'; the namespaces are {}",
+            known.join(", ")
+        );
     };
     let v: u64 = v
         .parse()
@@ -252,14 +252,25 @@ mod tests {
         assert_eq!(budgets(&c), [("shader", 50), ("asset", 50)]);
         let c = Config::from_args(&args(&["--memory-share", "shader=70"])).unwrap();
         assert_eq!(budgets(&c), [("shader", 70), ("asset", 30)]);
-        let c = Config::from_args(&args(&["--memory-share", "asset=10", "--memory-share", "shader=20"])).unwrap();
+        let c = Config::from_args(&args(&[
+            "--memory-share",
+            "asset=10",
+            "--memory-share",
+            "shader=20",
+        ]))
+        .unwrap();
         assert_eq!(budgets(&c), [("shader", 20), ("asset", 10)]);
     }
 
     #[test]
     fn bad_shares_and_budgets_are_refused_with_the_reason() {
-        let e = Config::from_args(&args(&["--memory-share", "shader=80", "--memory-share", "asset=30"]))
-            .unwrap_err();
+        let e = Config::from_args(&args(&[
+            "--memory-share",
+            "shader=80",
+            "--memory-share",
+            "asset=30",
+        ]))
+        .unwrap_err();
         assert!(e.to_string().contains("110%"), "{e}");
         let e = Config::from_args(&args(&["--memory-share", "textures=10"])).unwrap_err();
         assert!(e.to_string().contains("no namespace 'textures'"), "{e}");

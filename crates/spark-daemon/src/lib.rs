@@ -36,7 +36,7 @@ pub fn build_registry(namespaces: &Arc<Namespaces>) -> registry::Registry {
         namespaces.expect("asset"),
     )));
     #[cfg(feature = "test-services")]
-    reg.register(Arc::new(services::testing::TestService::default()));
+    services::testing::register_if_asked(&mut reg);
     // Control reports every other service, so it is registered last.
     reg.register(Arc::new(services::control::ControlService::new(
         reg.ids(),

@@ -58,7 +58,11 @@ pub enum Reply {
     Msg(Box<dyn Encode>),
     /// One frame whose payload is `head` then `body`: a blob is never copied to be joined with its status byte,
     /// and a large one is written from where it lies.
-    Blob { msg_type: u16, head: Bytes, body: Bytes },
+    Blob {
+        msg_type: u16,
+        head: Bytes,
+        body: Bytes,
+    },
     /// A first message, then the parts of a streamed blob until [`StreamPart::End`] or [`StreamPart::Fail`].
     /// Nothing else (no event, no other reply) is written between the first frame and the terminal one.
     Stream {
@@ -155,9 +159,9 @@ impl Request {
 
     /// The request's upload stream (present when the service said the request opens one).
     pub fn take_upload(&mut self) -> Result<mpsc::Receiver<UploadPart>, HandlerError> {
-        self.upload.take().ok_or_else(|| {
-            HandlerError::reply(ErrorCode::Internal, "request has no upload stream")
-        })
+        self.upload
+            .take()
+            .ok_or_else(|| HandlerError::reply(ErrorCode::Internal, "request has no upload stream"))
     }
 }
 

@@ -39,12 +39,18 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub cache_root: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Starts `sparkd --socket <tmp>/s.sock --cache-root <tmp>/cache --log-level warn <extra…>` and waits
     /// until it answers a ping.
     pub fn start(extra: &[&str]) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables for the daemon process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("sparkd-test")
             .tempdir()
@@ -57,6 +63,10 @@ impl Daemon {
             cache_root,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn_and_wait();
         d
@@ -70,6 +80,7 @@ impl Daemon {
             c.arg("--cache-root").arg(&self.cache_root);
         }
         c.args(["--log-level", "warn"]).args(&self.extra);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.stdin(Stdio::null());
         c
     }

@@ -7,7 +7,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use spark_proto::{ErrorCode, ErrorResponse, Frame, FrameHeader, HEADER_LEN, ProtoError, msg, service};
+use spark_proto::{
+    ErrorCode, ErrorResponse, Frame, FrameHeader, HEADER_LEN, ProtoError, msg, service,
+};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -68,10 +70,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.rbuf.reserve(want.clamp(4096, 1 << 20));
             let n = match deadline {
                 None => self.r.read_buf(&mut self.rbuf).await?,
-                Some(d) => match tokio::time::timeout_at(d, self.r.read_buf(&mut self.rbuf)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(ReadError::FrameTimeout(self.frame_timeout)),
-                },
+                Some(d) => {
+                    match tokio::time::timeout_at(d, self.r.read_buf(&mut self.rbuf)).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(ReadError::FrameTimeout(self.frame_timeout)),
+                    }
+                }
             };
             if n == 0 {
                 return Err(if self.rbuf.is_empty() {
@@ -165,9 +169,14 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
                 // Control, inside an upload or not; the upload's handler sees its stream end and answers nothing.
                 debug!("closing connection: {e}");
                 self.upload = None;
-                let err = ErrorResponse::new(ErrorCode::TooLarge, format!("{e}; closing the connection"));
-                self.push(service::CONTROL, Pending::Ready(Err(HandlerError::Close(err))), writer)
-                    .await;
+                let err =
+                    ErrorResponse::new(ErrorCode::TooLarge, format!("{e}; closing the connection"));
+                self.push(
+                    service::CONTROL,
+                    Pending::Ready(Err(HandlerError::Close(err))),
+                    writer,
+                )
+                .await;
             }
             ReadError::FrameTimeout(t) if self.upload.is_some() => {
                 self.abort_upload(format!(
@@ -282,4 +291,3 @@ fn poll_once(fut: &mut BoxFuture<HandlerResult>) -> Option<HandlerResult> {
         Poll::Pending => None,
     }
 }
-

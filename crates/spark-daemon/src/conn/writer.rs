@@ -249,7 +249,9 @@ async fn write_result<W: AsyncWrite + Unpin>(
             head,
             body,
         }) => out.parts(service, msg_type, &head, &body).await?,
-        Ok(Reply::Stream { first, parts }) => return write_stream(out, service, first, parts).await,
+        Ok(Reply::Stream { first, parts }) => {
+            return write_stream(out, service, first, parts).await;
+        }
         Err(HandlerError::Reply(e)) => out.msg(service, &e),
         Err(HandlerError::Close(e)) => {
             debug!("closing connection after error: {e}");

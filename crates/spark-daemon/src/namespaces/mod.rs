@@ -12,7 +12,9 @@ pub mod single_flight;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use spark_store::{BlobReader, ColdRead, Lookup, PutWriter, Store, StoreConfig, StoreError, StoreStats};
+use spark_store::{
+    BlobReader, ColdRead, Lookup, PutWriter, Store, StoreConfig, StoreError, StoreStats,
+};
 use tracing::info;
 
 pub use decl::{Decl, KeyRule};
@@ -185,7 +187,11 @@ impl Namespace {
     /// The blob under `key`, or the result of `fill` stored under it. Concurrent callers for one key wait for
     /// one fill and all get its result or all get its error; a failed fill stores nothing, so the next call
     /// tries again. `fill` runs in the leading caller's task.
-    pub async fn get_or_fill<F, Fut>(&self, key: &[u8], fill: F) -> Result<(Bytes, Filled), FillError>
+    pub async fn get_or_fill<F, Fut>(
+        &self,
+        key: &[u8],
+        fill: F,
+    ) -> Result<(Bytes, Filled), FillError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Bytes>>,
@@ -295,4 +301,130 @@ fn open_store(cfg: &StoreConfig) -> anyhow::Result<Store> {
         },
     );
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn memory_ns() -> Arc<Namespace> {
+        let decl = *decl::find("asset").unwrap();
+        let (store, _) = Store::open(StoreConfig::memory("asset", 1 << 20)).unwrap();
+        Arc::new(Namespace::new(decl, store))
+    }
+
+    /// 16 callers at once for one key, each with a fill that counts its runs and takes a while.
+    async fn sixteen_callers(
+        ns: &Arc<Namespace>,
+        runs: &Arc<AtomicU32>,
+        fail: bool,
+    ) -> Vec<Result<(Bytes, Filled), FillError>> {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (ns, runs) = (ns.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                ns.get_or_fill(b"\x01key", || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if fail {
+                        anyhow::bail!("the importer crashed")
+                    }
+                    Ok(Bytes::from_static(b"filled"))
+                })
+                .await
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn get_or_fill_runs_one_fill_for_sixteen_callers() {
+        let ns = memory_ns();
+        let runs = Arc::new(AtomicU32::new(0));
+        let results = sixteen_callers(&ns, &runs, false).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one fill for 16 callers");
+        let mut ran = 0;
+        for r in results {
+            let (b, how) = r.unwrap();
+            assert_eq!(b, Bytes::from_static(b"filled"));
+            ran += (how == Filled::Ran) as u32;
+        }
+        assert_eq!(ran, 1);
+        // Stored: the next caller hits without filling.
+        let (b, how) = ns
+            .get_or_fill(b"\x01key", || async { anyhow::bail!("must not run") })
+            .await
+            .unwrap();
+        assert_eq!((b, how), (Bytes::from_static(b"filled"), Filled::Hit));
+        assert_eq!(ns.fills_in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_fill_reaches_every_caller_and_the_next_call_tries_again() {
+        let ns = memory_ns();
+        let runs = Arc::new(AtomicU32::new(0));
+        let results = sixteen_callers(&ns, &runs, true).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one fill for 16 callers");
+        for r in &results {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.to_string().contains("the importer crashed"), "{e}");
+        }
+        assert!(
+            ns.exists(b"\x01key").is_none(),
+            "nothing of a failed fill is stored"
+        );
+        let (b, how) = ns
+            .get_or_fill(b"\x01key", || async {
+                Ok(Bytes::from_static(b"second try"))
+            })
+            .await
+            .unwrap();
+        assert_eq!((b, how), (Bytes::from_static(b"second try"), Filled::Ran));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_leader_lets_a_follower_fill() {
+        let ns = memory_ns();
+        let leader = {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                ns.get_or_fill(b"\x01k", || async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Bytes::new())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let follower = {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                ns.get_or_fill(b"\x01k", || async { Ok(Bytes::from_static(b"mine")) })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        leader.abort();
+        let (b, how) = tokio::time::timeout(Duration::from_secs(10), follower)
+            .await
+            .expect("the follower is not stranded")
+            .unwrap()
+            .unwrap();
+        assert_eq!((b, how), (Bytes::from_static(b"mine"), Filled::Ran));
+    }
+
+    #[test]
+    fn keys_outside_the_rule_are_refused_by_name() {
+        let ns = memory_ns();
+        let e = ns.check_key(b"\x01").unwrap_err();
+        assert!(e.to_string().contains("namespace 'asset'"), "{e}");
+        assert!(ns.check_key(b"\x01a").is_ok());
+    }
 }

@@ -64,7 +64,10 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         let mut map = self.sf.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&self.key).is_some_and(|rx| rx.same_channel(&self.tx.subscribe())) {
+        if map
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+        {
             map.remove(&self.key);
         }
     }

@@ -11,7 +11,9 @@ use spark_store::{PutWriter, StoreError, StoreStats};
 use tokio::sync::mpsc;
 
 use crate::namespaces::{Blob, Namespace, NsError};
-use crate::registry::{HandlerError, HandlerResult, Reply, Request, StreamPart, UploadPart, unknown_message};
+use crate::registry::{
+    HandlerError, HandlerResult, Reply, Request, StreamPart, UploadPart, unknown_message,
+};
 
 /// Chunk size for streamed replies.
 const STREAM_CHUNK: usize = 1 << 20;
@@ -176,9 +178,15 @@ impl StreamedPut {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
-        let w = self.writer.take().expect("a writer exists when nothing failed");
+        let w = self
+            .writer
+            .take()
+            .expect("a writer exists when nothing failed");
         let sum = (end.checksum != 0).then_some(end.checksum);
-        let stored = ns.blocking(move |_| w.commit(sum)).await.map_err(ns_error)?;
+        let stored = ns
+            .blocking(move |_| w.commit(sum))
+            .await
+            .map_err(ns_error)?;
         Ok(Reply::msg(PutResponse { stored }))
     }
 }
@@ -250,7 +258,9 @@ pub fn ns_error(e: NsError) -> HandlerError {
     match e {
         NsError::Store(e) => store_error(e),
         NsError::InvalidKey(m) => HandlerError::reply(ErrorCode::InvalidKey, m),
-        NsError::Task(m) => HandlerError::reply(ErrorCode::Internal, format!("store task failed: {m}")),
+        NsError::Task(m) => {
+            HandlerError::reply(ErrorCode::Internal, format!("store task failed: {m}"))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! A service for the connection layer's tests only (`--features test-services`; never in a release build):
-//! requests that wait on each other, sleep, fan events out, stream with an event queued mid-stream, and a
-//! record of disconnects. Service id `0x7F00`; its message layouts are private to the tests.
+//! A service for the connection layer's tests only: compiled with `--features test-services` (never in a
+//! release build) and registered only when `SPARKD_TEST_SERVICES=1` is set, so every other test sees the
+//! daemon users get. Requests that wait on each other, sleep, fan events out, stream with an event queued
+//! mid-stream, and a record of disconnects. Service id `0x7F00`; its message layouts are private to the tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -30,6 +31,16 @@ pub const DISCONNECTS: u16 = 0x000F;
 pub const EVENT: u16 = 0x8000;
 /// Where `on_disconnect` appends `<conn id>\n`, so a test can see disconnects that outlive the daemon.
 pub const DISCONNECT_LOG_ENV: &str = "SPARKD_TEST_DISCONNECT_LOG";
+/// Set to `1` to register this service.
+pub const ENABLE_ENV: &str = "SPARKD_TEST_SERVICES";
+
+/// Registers the service when the environment asks for it.
+pub fn register_if_asked(reg: &mut crate::registry::Registry) {
+    if std::env::var_os(ENABLE_ENV).is_some_and(|v| v == "1") {
+        tracing::warn!("{ENABLE_ENV}=1: registering the test-only service 0x{ID:04x}");
+        reg.register(Arc::new(TestService::default()));
+    }
+}
 
 /// A reply of this service: a type and a raw payload.
 struct Raw(u16, Bytes);
@@ -57,12 +68,7 @@ pub struct TestService {
 
 impl TestService {
     fn gate(&self, id: u32) -> Arc<Notify> {
-        self.gates
-            .lock()
-            .unwrap()
-            .entry(id)
-            .or_default()
-            .clone()
+        self.gates.lock().unwrap().entry(id).or_default().clone()
     }
 
     /// Counts this handler as running; the guard uncounts it.
@@ -250,7 +256,10 @@ impl Service for TestService {
         self.subscribers.lock().unwrap().remove(&conn_id);
         *self.disconnects.lock().unwrap().entry(conn_id).or_default() += 1;
         if let Some(path) = std::env::var_os(DISCONNECT_LOG_ENV)
-            && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+            && let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
         {
             let _ = writeln!(f, "{conn_id}");
         }
