@@ -25,6 +25,10 @@ pub enum Error {
     /// The daemon answered with an ErrorResponse.
     #[error("sparkd: {0}")]
     Daemon(ErrorResponse),
+    /// A local reader or writer the caller handed in failed (a file, stdout): neither the daemon nor the
+    /// connection is at fault. A stream it interrupted leaves the connection unusable.
+    #[error("local I/O failed while talking to sparkd: {0}")]
+    Local(#[source] std::io::Error),
 }
 
 impl Error {

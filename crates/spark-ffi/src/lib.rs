@@ -168,6 +168,7 @@ fn from_client_error(e: &Error) -> SparkStatus {
         Error::Transport(_) => SparkStatus::Transport,
         Error::Protocol(_) => SparkStatus::Protocol,
         Error::Daemon(_) => SparkStatus::Daemon,
+        Error::Local(_) => SparkStatus::Io,
     };
     fail(status, e)
 }

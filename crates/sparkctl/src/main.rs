@@ -121,6 +121,7 @@ impl From<Error> for Failure {
         match e {
             Error::NotRunning { .. } | Error::Transport(_) => Failure::Unreachable(e.to_string()),
             Error::Daemon(_) | Error::Protocol(_) => Failure::Daemon(e.to_string()),
+            Error::Local(_) => Failure::Local(e.to_string()),
         }
     }
 }
