@@ -4,7 +4,7 @@
 //! It answers Hello itself, then hands every other request frame to the test's handler, which writes the
 //! reply frames it wants. One connection at a time, in accept order.
 //!
-//! Shared by the spark-client and sparkctl tests (`#[path]`), so it uses only std, bytes and spark-proto.
+//! Shared by the spark-client and sparkctl tests (`#[path]`), so it uses only std, tempfile and spark-proto.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -51,9 +51,8 @@ impl Peer {
     }
 
     pub fn send<M: Message>(&mut self, service: u16, m: &M) {
-        let mut p = bytes::BytesMut::new();
-        m.encode(&mut p);
-        self.send_frame(service, M::TYPE, &p);
+        let f = m.to_frame(service).expect("a scripted reply fits a frame");
+        self.send_frame(service, M::TYPE, &f.payload);
     }
 }
 
