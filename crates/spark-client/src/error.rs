@@ -40,6 +40,12 @@ impl Error {
         }
     }
 
+    /// An ErrorResponse, or the caller's own I/O: the connection itself is not the problem, so a reconnect
+    /// and retry would fail the same way.
+    pub(crate) fn blames_the_caller_or_daemon(&self) -> bool {
+        matches!(self, Error::Daemon(_) | Error::Local(_))
+    }
+
     /// True when the daemon is absent or the connection broke: callers fall back to working without it.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::NotRunning { .. } | Error::Transport(_))

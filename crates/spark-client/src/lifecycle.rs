@@ -454,13 +454,15 @@ impl DaemonConnection {
 
     /// Runs `f` against the daemon. A broken connection is replaced and `f` retried once; when no daemon is
     /// available the result is an [`Error::is_unavailable`] error, which engines treat as a miss. An
-    /// ErrorResponse from the daemon is returned as is (the connection stays).
+    /// ErrorResponse from the daemon, or the caller's own reader/writer failing ([`Error::Local`]), is
+    /// returned as is without a retry: running `f` again would not help. (If a `Local` failure left a
+    /// stream half-done, the next call finds the connection broken and reconnects then.)
     pub fn call<T>(&self, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
         let Some(c) = self.client() else {
             return Err(self.unavailable());
         };
         match f(&c) {
-            Err(e) if !matches!(e, Error::Daemon(_)) => {
+            Err(e) if !e.blames_the_caller_or_daemon() => {
                 debug!("sparkd connection broke ({e}); reconnecting once");
                 self.drop_client(&c);
                 let Some(c2) = self.connect_if(true) else {
@@ -468,7 +470,7 @@ impl DaemonConnection {
                 };
                 let r = f(&c2);
                 if let Err(e) = &r
-                    && !matches!(e, Error::Daemon(_))
+                    && !e.blames_the_caller_or_daemon()
                 {
                     self.drop_client(&c2);
                     self.state().last_failure = Some(Instant::now());

@@ -268,3 +268,32 @@ fn namespaces_decodes_the_daemons_list() {
     drop(c);
     d.join();
 }
+
+#[test]
+fn daemon_connection_does_not_retry_a_local_failure() {
+    let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = gets.clone();
+    let d = FakeDaemon::start(2, move |p, f| {
+        if (f.service, f.msg_type) == (service::SHADER, cache::GET) {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            stream_reply(p, &[b"one", b"two"]);
+        }
+    });
+    let conn = spark_client::DaemonConnection::new();
+    assert!(conn.init(spark_client::DaemonConfig::for_socket(&d.socket)));
+    let e = conn
+        .call(|c| c.shader().get_to_writer(&key(), &mut FailingWriter))
+        .unwrap_err();
+    assert!(matches!(e, Error::Local(_)), "{e:?}");
+    assert_eq!(
+        gets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not retried"
+    );
+    // The stream was left half-read: the next call reconnects instead of reading a stray chunk.
+    let n = conn.call(|c| c.shader().get_to_writer(&key(), &mut Vec::new()));
+    assert_eq!(n.unwrap(), Some(6));
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 2);
+    conn.shutdown();
+    d.join();
+}

@@ -2,7 +2,7 @@
 //! does not send (events, streams cut short, messages it does not implement yet).
 //!
 //! It answers Hello itself, then hands every other request frame to the test's handler, which writes the
-//! reply frames it wants. One connection at a time, in accept order.
+//! reply frames it wants. Connections are served concurrently; the handler runs for one frame at a time.
 //!
 //! Shared by the spark-client and sparkctl tests (`#[path]`), so it uses only std, tempfile and spark-proto.
 #![allow(dead_code)]
@@ -60,24 +60,35 @@ impl FakeDaemon {
     /// Serves `connections` connections; `handle` gets each request frame after Hello.
     pub fn start(
         connections: usize,
-        mut handle: impl FnMut(&mut Peer, Frame) + Send + 'static,
+        handle: impl FnMut(&mut Peer, Frame) + Send + 'static,
     ) -> FakeDaemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("fake.sock");
         let listener = UnixListener::bind(&socket).unwrap();
+        let handle = std::sync::Arc::new(std::sync::Mutex::new(handle));
         let thread = std::thread::spawn(move || {
+            // Each connection on its own thread: a client that reconnects while its old connection is
+            // still open must get an answer.
+            let mut served = Vec::new();
             for _ in 0..connections {
                 let Ok((stream, _)) = listener.accept() else {
-                    return;
+                    break;
                 };
-                let mut peer = Peer { stream };
-                while let Some(f) = peer.read() {
-                    if f.service == service::CONTROL && f.msg_type == HELLO {
-                        peer.send(service::CONTROL, &hello_response());
-                        continue;
+                let handle = handle.clone();
+                served.push(std::thread::spawn(move || {
+                    let mut peer = Peer { stream };
+                    while let Some(f) = peer.read() {
+                        if f.service == service::CONTROL && f.msg_type == HELLO {
+                            peer.send(service::CONTROL, &hello_response());
+                            continue;
+                        }
+                        let mut h = handle.lock().unwrap_or_else(|e| e.into_inner());
+                        (*h)(&mut peer, f);
                     }
-                    handle(&mut peer, f);
-                }
+                }));
+            }
+            for t in served {
+                let _ = t.join();
             }
         });
         FakeDaemon {
