@@ -18,6 +18,8 @@ typedef enum SparkStatus {
   SPARK_STATUS_MISS = 1,
   // The daemon answered but did not keep the blob (larger than its budgets allow).
   SPARK_STATUS_NOT_STORED = 2,
+  // `spark_poll_event`: no event arrived within the timeout.
+  SPARK_STATUS_NO_EVENT = 3,
   // A NULL where a value is required, a string that is not UTF-8, or a similar caller mistake.
   SPARK_STATUS_INVALID_ARGUMENT = -1,
   // No daemon: disabled, not initialised, not running, or not reachable right now.
@@ -28,14 +30,23 @@ typedef enum SparkStatus {
   SPARK_STATUS_PROTOCOL = -4,
   // The daemon answered with an error (see spark_last_error).
   SPARK_STATUS_DAEMON = -5,
-  // A local file-system error (tiered shader cache).
+  // A local file-system error (tiered shader cache), or a local reader/writer failing mid-call.
   SPARK_STATUS_IO = -6,
   // A bug inside the library was caught before it could cross into C.
   SPARK_STATUS_PANIC = -7,
+  // `spark_poll_event`: the event does not fit the buffer; its size was written to `out_len`
+  // and it is kept for the next call.
+  SPARK_STATUS_BUFFER_TOO_SMALL = -8,
 } SparkStatus;
 
 // An engine's shader disk cache with the daemon in front of it (opaque).
 typedef struct SparkShaderCache SparkShaderCache;
+
+// Bytes owned by the library until [`spark_buffer_free`].
+typedef struct SparkBuffer {
+  uint8_t *data;
+  size_t len;
+} SparkBuffer;
 
 // How [`spark_init`] sets the process up. Zero-initialise it (or use [`spark_config_default`]): every NULL
 // string and zero number means "the default".
@@ -68,12 +79,6 @@ typedef struct SparkDaemonStats {
   uint16_t protocol_version;
   uint16_t service_count;
 } SparkDaemonStats;
-
-// Bytes owned by the library until [`spark_buffer_free`].
-typedef struct SparkBuffer {
-  uint8_t *data;
-  size_t len;
-} SparkBuffer;
 
 // Shader reflection counters.
 typedef struct SparkShaderReflection {
@@ -125,6 +130,12 @@ const char *spark_last_error(void);
 
 // A constant name for a status, e.g. "SPARK_STATUS_MISS" (static storage).
 const char *spark_status_name(enum SparkStatus status);
+
+// Releases a buffer returned by this library and empties it. NULL, or an empty buffer, is fine.
+//
+// # Safety
+// `buf` is NULL or points to a `SparkBuffer` that is empty or was filled by this library and not freed.
+void spark_buffer_free(struct SparkBuffer *buf);
 
 // Fills `out` with the defaults (daemon off, default socket, no auto-spawn).
 //
@@ -187,7 +198,7 @@ enum SparkStatus spark_ping(uint64_t *rtt_us);
 // `out` is valid for writing a `SparkDaemonStats`.
 enum SparkStatus spark_stats(struct SparkDaemonStats *out);
 
-// Fetches a shader blob: `SPARK_STATUS_OK` with `out` filled (free it with [`spark_buffer_free`]), or
+// Fetches a shader blob: `SPARK_STATUS_OK` with `out` filled (free it with `spark_buffer_free`), or
 // `SPARK_STATUS_MISS` with `out` empty.
 //
 // # Safety
@@ -238,14 +249,8 @@ enum SparkStatus spark_asset_put(const char *path,
 // `path` is a NUL-terminated UTF-8 string; `dropped_out` is NULL or valid for writing a `uint32_t`.
 enum SparkStatus spark_asset_invalidate(const char *path, uint32_t *dropped_out);
 
-// Releases a buffer returned by this library and empties it. NULL, or an empty buffer, is fine.
-//
-// # Safety
-// `buf` is NULL or points to a `SparkBuffer` that is empty or was filled by this library and not freed.
-void spark_buffer_free(struct SparkBuffer *buf);
-
 // Opens (creating it if needed) a local shader cache directory; with `use_daemon`, the process-wide daemon
-// connection sits in front of it. NULL on failure (see [`spark_last_error`]). Close with
+// connection sits in front of it. NULL on failure (see `spark_last_error`). Close with
 // [`spark_shader_cache_close`].
 //
 // # Safety
@@ -296,6 +301,32 @@ enum SparkStatus spark_shader_cache_stats(const struct SparkShaderCache *cache,
 // # Safety
 // `shader` is NULL or points to a `SparkCompiledShader` filled by this library and not freed yet.
 void spark_compiled_shader_free(struct SparkCompiledShader *shader);
+
+// Takes the next server event (protocol §4.4: frames the daemon sends on its own, `type >= 0x8000`),
+// waiting up to `timeout_ms` for one (0: only what has already arrived; an engine can call this once a
+// frame).
+//
+// - `SPARK_STATUS_OK`: `*out_service`, `*out_type` and `*out_len` are set and the payload is in
+//   `buf[0 .. *out_len]`.
+// - `SPARK_STATUS_NO_EVENT`: none arrived in time; nothing is written.
+// - `SPARK_STATUS_BUFFER_TOO_SMALL`: the payload needs `*out_len` bytes (service and type are set too);
+//   the event is kept and the next call returns it. Pass `buf` NULL with `buf_len` 0 to ask for the size.
+// - `SPARK_STATUS_NOT_CONNECTED`, `SPARK_STATUS_TRANSPORT`, …: as for any daemon call.
+//
+// The Control event EventsLost (service 1, type `0x8001`, payload a little-endian `uint64_t`: events
+// the daemon dropped for this connection) arrives here like any other. Events wait in a queue of 4096 in
+// the library; past that, new ones are dropped. While another thread's request is in flight the wait
+// uses what that request reads, so polling never stalls cache calls for longer than a few milliseconds.
+//
+// # Safety
+// `out_service`, `out_type` and `out_len` are valid for writing; `buf` is NULL (with `buf_len` 0) or
+// valid for writing `buf_len` bytes.
+enum SparkStatus spark_poll_event(uint32_t timeout_ms,
+                                  uint16_t *out_service,
+                                  uint16_t *out_type,
+                                  uint8_t *buf,
+                                  size_t buf_len,
+                                  size_t *out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

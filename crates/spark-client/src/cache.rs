@@ -5,10 +5,24 @@ use std::marker::PhantomData;
 
 use bytes::{Bytes, BytesMut};
 use spark_proto::cache::*;
-use spark_proto::{BlobHasher, MAX_PAYLOAD, Message, msg};
+use spark_proto::{BlobHasher, MAX_PAYLOAD, Message, msg, service};
 
-use crate::conn::{Client, Conn, Next};
+use crate::client::Client;
+use crate::conn::{Conn, Next};
 use crate::error::{Error, Result};
+
+// The typed views live here, not in `client.rs`, so the connection layer knows nothing of caches.
+impl Client {
+    /// The shader cache.
+    pub fn shader(&self) -> ShaderCache<'_> {
+        ShaderCache::new(self, service::SHADER)
+    }
+
+    /// The asset cache.
+    pub fn asset(&self) -> AssetCache<'_> {
+        AssetCache::new(self, service::ASSET)
+    }
+}
 
 /// Chunk size for streamed puts.
 const PUT_CHUNK: usize = 4 << 20;
@@ -108,17 +122,18 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
     }
 
     /// Writes the blob under `key` to `w` without holding it in memory; returns its size, `None` on a miss.
+    /// A failing writer is [`Error::Local`]; if the blob was streaming, the rest of the stream is still on
+    /// the wire, so the connection is given up (the next call on this client fails with
+    /// [`Error::Transport`] instead of reading a stray chunk as its reply).
     pub fn get_to_writer(&self, key: &K, w: &mut impl Write) -> Result<Option<u64>> {
         let mut n = 0u64;
         let found = self.get_with(key, |c, _| {
             n += c.len() as u64;
-            w.write_all(c)
-                .map_err(|e| Error::Protocol(format!("cannot write the blob out: {e}")))
+            w.write_all(c).map_err(Error::Local)
         })?;
         Ok(match found {
             Some(Inline(b)) => {
-                w.write_all(&b)
-                    .map_err(|e| Error::Protocol(format!("cannot write the blob out: {e}")))?;
+                w.write_all(&b).map_err(Error::Local)?;
                 Some(b.len() as u64)
             }
             Some(Streamed) => Some(n),
@@ -185,9 +200,7 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
             if let Err(e) = r.read_exact(&mut buf[..n]) {
                 // The daemon is owed the rest of the stream; the connection cannot be reused.
                 c.poison();
-                return Err(Error::Protocol(format!(
-                    "cannot read the blob to send: {e}"
-                )));
+                return Err(Error::Local(e));
             }
             hasher.update(&buf[..n]);
             c.write_frame(self.service, msg::STREAM_CHUNK, &buf[..n])?;
@@ -258,6 +271,7 @@ use Got::*;
 /// Reads the chunks and end of a streamed reply, checking length and checksum. An ErrorResponse in place
 /// of the end (the daemon found the blob corrupt) is returned as [`Error::Daemon`].
 /// With `dst` (exactly `total` bytes long), chunk payloads are read straight into it and `sink` is not called.
+/// A `sink` error abandons the stream and poisons the connection.
 fn read_stream(
     c: &mut Conn,
     service: u16,
@@ -299,7 +313,11 @@ fn read_stream(
                     )));
                 }
                 hasher.update(&f.payload);
-                sink(&f.payload, total)?;
+                if let Err(e) = sink(&f.payload, total) {
+                    // The rest of the stream is still on the wire: a later reply would be read out of step.
+                    c.poison();
+                    return Err(e);
+                }
             }
             msg::STREAM_END => {
                 let end = StreamEnd::decode(&f.payload)?;

@@ -1,19 +1,16 @@
-//! The connection: framing over a blocking Unix socket, behind a mutex.
+//! Framing on one connection: frames in and out of a [`Transport`], one-way replies owed, and the
+//! server events that arrive between replies. Knows nothing of caches or of the typed API above it.
 
-use std::io::{IoSlice, Read};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use spark_proto::control::*;
-use spark_proto::{
-    ErrorResponse, Frame, FrameHeader, HEADER_LEN, Message, PROTOCOL_VERSION, msg, service,
-};
+use spark_proto::{ErrorResponse, Frame, FrameHeader, HEADER_LEN, Message, msg, service};
 
-use crate::cache::{AssetCache, ShaderCache};
 use crate::error::{Error, Result};
+use crate::event::{Event, EventQueue};
+use crate::transport::Transport;
 
 /// Payloads at least this big are written with their own syscall rather than copied behind the header.
 const COPY_LIMIT: usize = 64 * 1024;
@@ -22,31 +19,6 @@ const COPY_LIMIT: usize = 64 * 1024;
 const DIRECT_READ_MIN: usize = 1 << 20;
 /// The scratch buffer every smaller read goes through.
 const SCRATCH_LEN: usize = 64 * 1024;
-
-/// How a client introduces itself and how long it waits.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Shown in the daemon's logs.
-    pub client_name: String,
-    /// Longest wait for any single read or write; `None` = forever.
-    pub io_timeout: Option<Duration>,
-    /// Register this process as a sponsor of the daemon (see `sparkd --exit-with-sponsors`).
-    pub sponsor: bool,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        let name = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "rust-client".into());
-        ClientOptions {
-            client_name: name,
-            io_timeout: Some(Duration::from_secs(30)),
-            sponsor: false,
-        }
-    }
-}
 
 /// What [`Conn::read_chunk_into`] read.
 pub(crate) enum Next {
@@ -58,7 +30,7 @@ pub(crate) enum Next {
 
 /// One framed connection. Public to the crate so the cache clients can stream under one lock.
 pub(crate) struct Conn {
-    stream: UnixStream,
+    stream: Box<dyn Transport>,
     rbuf: BytesMut,
     /// Zeroed once; reads land here and only the bytes received are copied on into `rbuf`.
     scratch: Box<[u8]>,
@@ -67,9 +39,28 @@ pub(crate) struct Conn {
     discard: usize,
     /// Set after a transport or framing failure: the byte stream can no longer be trusted.
     broken: bool,
+    /// Where events read on the way to a reply go.
+    events: Arc<EventQueue>,
 }
 
 impl Conn {
+    pub(crate) fn new(stream: Box<dyn Transport>, events: Arc<EventQueue>) -> Conn {
+        Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
+            wbuf: Vec::with_capacity(8 * 1024),
+            discard: 0,
+            broken: false,
+            events,
+        }
+    }
+
+    /// Counts a request sent without waiting: its reply is read and dropped before the next one.
+    pub(crate) fn owe_discarded_reply(&mut self) {
+        self.discard += 1;
+    }
+
     /// Queues a frame; large payloads are written straight from their buffer.
     pub(crate) fn write_frame(
         &mut self,
@@ -111,7 +102,7 @@ impl Conn {
             return Ok(());
         }
         let queued = std::mem::take(&mut self.wbuf);
-        let r = self.io(|s| send_all_vectored(s, &mut [IoSlice::new(&queued), IoSlice::new(body)]));
+        let r = self.io(|s| s.send_all_vectored(&mut [IoSlice::new(&queued), IoSlice::new(body)]));
         self.wbuf = queued;
         self.wbuf.clear();
         r
@@ -128,34 +119,95 @@ impl Conn {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.wbuf);
-        let r = self.io(|s| send_all(s, &buf));
+        let r = self.io(|s| s.send_all(&buf));
         self.wbuf = buf;
         self.wbuf.clear();
         r
     }
 
-    fn io<T>(&mut self, f: impl FnOnce(&mut UnixStream) -> std::io::Result<T>) -> Result<T> {
+    fn io<T>(&mut self, f: impl FnOnce(&mut dyn Transport) -> std::io::Result<T>) -> Result<T> {
         if self.broken {
             return Err(Error::Transport(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 "the connection failed earlier; reconnect",
             )));
         }
-        f(&mut self.stream).map_err(|e| {
+        f(&mut *self.stream).map_err(|e| {
             self.broken = true;
             Error::Transport(e)
         })
     }
 
-    /// Reads the next frame that is not a server event.
+    /// Reads the next frame that is not a server event; events read on the way are queued.
     pub(crate) fn read_frame(&mut self) -> Result<Frame> {
         loop {
             let f = self.read_any_frame()?;
             if !msg::is_event(f.msg_type) {
                 return Ok(f);
             }
-            // Events are not subscribed to by this client yet; skip them.
+            self.queue_event(f);
         }
+    }
+
+    fn queue_event(&self, f: Frame) {
+        self.events.push(Event {
+            service: f.service,
+            msg_type: f.msg_type,
+            payload: f.payload,
+        });
+    }
+
+    /// The next event, reading the socket for at most `wait` when none is queued. Only for when no reply is
+    /// awaited: replies still owed to one-way sends are read (and dropped) first, and any other reply is a
+    /// protocol violation. A frame whose first bytes arrived in time is read whole, under the I/O timeout,
+    /// so a slow frame never leaves the stream out of step.
+    pub(crate) fn next_event(&mut self, wait: Duration) -> Result<Option<Event>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(e) = self.events.pop() {
+                return Ok(Some(e));
+            }
+            if self.discard > 0 {
+                self.settle()?;
+                continue;
+            }
+            if self.rbuf.is_empty() && !self.fill_within(deadline)? {
+                return Ok(None);
+            }
+            let f = self.read_any_frame()?;
+            if !msg::is_event(f.msg_type) {
+                self.broken = true;
+                return Err(Error::Protocol(format!(
+                    "reply 0x{:04x} on service 0x{:04x} arrived with no request outstanding",
+                    f.msg_type, f.service
+                )));
+            }
+            self.queue_event(f);
+        }
+    }
+
+    /// [`Self::fill`] that gives up at `deadline`; returns whether anything arrived.
+    fn fill_within(&mut self, deadline: Instant) -> Result<bool> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let n = self.io(|s| s.read_within(&mut scratch, wait));
+        if let Ok(Some(n)) = n {
+            self.rbuf.extend_from_slice(&scratch[..n]);
+        }
+        self.scratch = scratch;
+        match n? {
+            None => Ok(false),
+            Some(0) => Err(self.closed_by_daemon()),
+            Some(_) => Ok(true),
+        }
+    }
+
+    fn closed_by_daemon(&mut self) -> Error {
+        self.broken = true;
+        Error::Transport(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "sparkd closed the connection",
+        ))
     }
 
     fn read_any_frame(&mut self) -> Result<Frame> {
@@ -202,11 +254,7 @@ impl Conn {
         }
         self.scratch = scratch;
         if n? == 0 {
-            self.broken = true;
-            return Err(Error::Transport(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "sparkd closed the connection",
-            )));
+            return Err(self.closed_by_daemon());
         }
         Ok(())
     }
@@ -232,17 +280,15 @@ impl Conn {
     /// straight into it (a large blob then crosses from the kernel into its final buffer once); any other
     /// frame is returned whole, as [`Conn::read_reply`] returns it.
     pub(crate) fn read_chunk_into(&mut self, service: u16, dst: &mut [u8]) -> Result<Next> {
-        while self.rbuf.len() < HEADER_LEN {
-            self.fill()?;
-        }
-        let mut hb = [0u8; HEADER_LEN];
-        hb.copy_from_slice(&self.rbuf[..HEADER_LEN]);
-        let h = match FrameHeader::decode(&hb) {
-            Ok(h) => h,
-            Err(e) => {
-                self.broken = true;
-                return Err(e.into());
+        let h = loop {
+            let h = self.peek_header()?;
+            if !msg::is_event(h.msg_type) {
+                break h;
             }
+            // An event between two chunks: queue it and look again. (Handing it to `read_reply` would
+            // return the chunk after it as a frame, whose bytes would then never reach `dst`.)
+            let f = self.read_any_frame()?;
+            self.queue_event(f);
         };
         let len = h.len as usize;
         if h.msg_type != msg::STREAM_CHUNK || h.service != service || len > dst.len() {
@@ -255,8 +301,21 @@ impl Conn {
         Ok(Next::Chunk(len))
     }
 
+    /// The header at the front of the read buffer, reading until it is there.
+    fn peek_header(&mut self) -> Result<FrameHeader> {
+        while self.rbuf.len() < HEADER_LEN {
+            self.fill()?;
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&self.rbuf[..HEADER_LEN]);
+        FrameHeader::decode(&hb).map_err(|e| {
+            self.broken = true;
+            e.into()
+        })
+    }
+
     /// Drops replies owed to one-way sends (their errors included: that is what one-way means).
-    fn settle(&mut self) -> Result<()> {
+    pub(crate) fn settle(&mut self) -> Result<()> {
         while self.discard > 0 {
             self.discard -= 1;
             let f = self.read_frame()?;
@@ -319,210 +378,4 @@ impl Conn {
         }
         Ok(R::decode(&f.payload)?)
     }
-}
-
-/// `write_all` with MSG_NOSIGNAL: a daemon that died mid-session must surface as an EPIPE error (a miss for
-/// the engine), never as a SIGPIPE that kills a host process which, unlike Rust programs, does not ignore it
-/// (C and C++ engines using the C ABI).
-fn send_all(s: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::net::send(s, buf, rustix::net::SendFlags::NOSIGNAL) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// A connection to sparkd. `Send + Sync`: share it across threads; each exchange holds it briefly.
-pub struct Client {
-    path: PathBuf,
-    conn: Mutex<Conn>,
-    hello: HelloResponse,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Client {
-    /// Connects with default options. Fails at once with [`Error::NotRunning`] when no daemon listens.
-    pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
-        Self::connect_with(path, &ClientOptions::default())
-    }
-
-    /// Connects to the default socket path.
-    pub fn connect_default() -> Result<Client> {
-        Self::connect(crate::default_socket_path())
-    }
-
-    pub fn connect_with(path: impl AsRef<Path>, opts: &ClientOptions) -> Result<Client> {
-        let path = path.as_ref().to_path_buf();
-        let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                Error::NotRunning {
-                    path: path.clone(),
-                    source: e,
-                }
-            }
-            _ => Error::Transport(e),
-        })?;
-        stream
-            .set_read_timeout(opts.io_timeout)
-            .map_err(Error::Transport)?;
-        stream
-            .set_write_timeout(opts.io_timeout)
-            .map_err(Error::Transport)?;
-        let mut conn = Conn {
-            stream,
-            rbuf: BytesMut::with_capacity(64 * 1024),
-            scratch: vec![0u8; SCRATCH_LEN].into_boxed_slice(),
-            wbuf: Vec::with_capacity(8 * 1024),
-            discard: 0,
-            broken: false,
-        };
-        let hello = Hello {
-            protocol_version: PROTOCOL_VERSION,
-            flags: if opts.sponsor { HELLO_FLAG_SPONSOR } else { 0 },
-            pid: std::process::id(),
-            client_name: opts.client_name.clone(),
-        };
-        conn.write_msg(service::CONTROL, &hello)?;
-        conn.flush()?;
-        let hello: HelloResponse = conn.read_msg()?;
-        Ok(Client {
-            path,
-            conn: Mutex::new(conn),
-            hello,
-        })
-    }
-
-    pub fn socket_path(&self) -> &Path {
-        &self.path
-    }
-
-    /// What the daemon said in the handshake (version, pid, services, capabilities).
-    pub fn hello(&self) -> &HelloResponse {
-        &self.hello
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Conn> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sends one frame and returns its reply frame; an ErrorResponse becomes [`Error::Daemon`].
-    pub fn request(&self, frame: &Frame) -> Result<Frame> {
-        let mut c = self.lock();
-        c.write_frame(frame.service, frame.msg_type, &frame.payload)?;
-        c.flush()?;
-        c.read_reply()
-    }
-
-    /// Sends a typed request and decodes a typed reply.
-    pub fn call<M: Message, R: Message>(&self, service: u16, m: &M) -> Result<R> {
-        let mut c = self.lock();
-        c.write_msg(service, m)?;
-        c.flush()?;
-        c.read_msg()
-    }
-
-    /// Sends a request without waiting for its reply (the reply is read and dropped later, in order).
-    pub fn send_one_way(&self, frame: &Frame) -> Result<()> {
-        let mut c = self.lock();
-        c.write_frame(frame.service, frame.msg_type, &frame.payload)?;
-        c.flush()?;
-        c.discard += 1;
-        Ok(())
-    }
-
-    /// Sends every frame, then reads every reply, in order: one round trip for the batch. Each reply is
-    /// `Ok(frame)` or `Err(Error::Daemon)`; a transport failure fails the whole batch. A reply that streams
-    /// (a get of a blob too large for one frame) is read past and reported as `Err(Error::Protocol)`: fetch
-    /// such blobs with [`crate::CacheClient::get`].
-    pub fn pipeline(&self, frames: &[Frame]) -> Result<Vec<Result<Frame>>> {
-        let mut c = self.lock();
-        for f in frames {
-            c.write_frame(f.service, f.msg_type, &f.payload)?;
-        }
-        c.flush()?;
-        let mut out = Vec::with_capacity(frames.len());
-        for _ in frames {
-            match c.read_reply() {
-                Ok(f) if c.skip_stream_after(&f)? => out.push(Err(Error::Protocol(
-                    "a streamed reply cannot be returned from a pipeline; use CacheClient::get"
-                        .into(),
-                ))),
-                Ok(f) => out.push(Ok(f)),
-                Err(e @ Error::Daemon(_)) => out.push(Err(e)),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Round-trip time of a Ping.
-    pub fn ping(&self) -> Result<Duration> {
-        let t = Instant::now();
-        let data = Bytes::from_static(b"spark");
-        let p: Pong = self.call(service::CONTROL, &Ping { data: data.clone() })?;
-        if p.data != data {
-            return Err(Error::Protocol("Pong did not echo the Ping payload".into()));
-        }
-        Ok(t.elapsed())
-    }
-
-    pub fn version(&self) -> Result<VersionResponse> {
-        self.call(service::CONTROL, &Version)
-    }
-
-    pub fn stats(&self) -> Result<StatsResponse> {
-        self.call(service::CONTROL, &Stats)
-    }
-
-    /// Asks the daemon to exit after finishing in-flight requests.
-    pub fn shutdown(&self) -> Result<()> {
-        let _: ShutdownAck = self.call(service::CONTROL, &Shutdown)?;
-        Ok(())
-    }
-
-    /// Registers `pid` as a sponsor; returns the number of live sponsors.
-    pub fn register_sponsor(&self, pid: u32) -> Result<u32> {
-        let a: RegisterSponsorAck = self.call(service::CONTROL, &RegisterSponsor { pid })?;
-        Ok(a.sponsors)
-    }
-
-    /// Closes the connection (dropping the client does the same).
-    pub fn disconnect(self) {
-        drop(self);
-    }
-
-    /// The shader cache.
-    pub fn shader(&self) -> ShaderCache<'_> {
-        ShaderCache::new(self, service::SHADER)
-    }
-
-    /// The asset cache.
-    pub fn asset(&self) -> AssetCache<'_> {
-        AssetCache::new(self, service::ASSET)
-    }
-}
-
-/// `send_all` for several buffers in one `sendmsg`, with MSG_NOSIGNAL for the same reason.
-fn send_all_vectored(s: &UnixStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    while !bufs.is_empty() {
-        let mut no_ancillary = rustix::net::SendAncillaryBuffer::default();
-        match rustix::net::sendmsg(s, bufs, &mut no_ancillary, rustix::net::SendFlags::NOSIGNAL) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }

@@ -25,6 +25,10 @@ pub enum Error {
     /// The daemon answered with an ErrorResponse.
     #[error("sparkd: {0}")]
     Daemon(ErrorResponse),
+    /// A local reader or writer the caller handed in failed (a file, stdout): neither the daemon nor the
+    /// connection is at fault. A stream it interrupted leaves the connection unusable.
+    #[error("local I/O failed while talking to sparkd: {0}")]
+    Local(#[source] std::io::Error),
 }
 
 impl Error {
@@ -34,6 +38,12 @@ impl Error {
             Error::Daemon(e) => Some(e.kind()),
             _ => None,
         }
+    }
+
+    /// An ErrorResponse, or the caller's own I/O: the connection itself is not the problem, so a reconnect
+    /// and retry would fail the same way.
+    pub(crate) fn blames_the_caller_or_daemon(&self) -> bool {
+        matches!(self, Error::Daemon(_) | Error::Local(_))
     }
 
     /// True when the daemon is absent or the connection broke: callers fall back to working without it.

@@ -1,28 +1,39 @@
 //! Blocking Rust client for `sparkd`.
 //!
+//! Layers, each knowing only the ones below it: `transport` (bytes to the daemon) → `conn` (framing,
+//! events, one-way replies) → [`Client`] (typed requests) → [`CacheClient`] (typed caches) →
+//! [`lifecycle`] and [`tiered`] (engine helpers).
+//!
 //! - [`Client`]: one connection, usable from any thread (`Send + Sync`; one exchange at a time holds its
 //!   lock). Hello on connect, typed requests, pipelining, one-way sends.
 //! - [`CacheClient`]: the typed Shader and Asset caches ([`Client::shader`], [`Client::asset`]), with large
 //!   blobs streamed transparently.
-//! - [`Error`] tells apart a daemon that is not running, a transport failure, a protocol violation and an
-//!   ErrorResponse from the daemon.
+//! - [`Event`]s the daemon sends on its own ([`Client::events`], [`Client::next_event`]).
+//! - [`Error`] tells apart a daemon that is not running, a transport failure, a protocol violation, an
+//!   ErrorResponse from the daemon and a failing local reader or writer.
+//! - [`transport`]: the seam between framing and the OS (Unix sockets; Windows named pipes to come).
 //! - [`DaemonConnection`] and [`DaemonConfig`]: the engine lifecycle — the process-wide connection,
 //!   `SPARK_DAEMON_*` settings, a free [`try_connect`], auto-spawn, reconnect after a daemon restart.
 //! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it.
 
 mod cache;
+mod client;
 mod conn;
 mod error;
+mod event;
 pub mod lifecycle;
+mod platform;
 pub mod tiered;
+pub mod transport;
 
 pub use cache::{AssetCache, CacheClient, ShaderCache};
-pub use conn::{Client, ClientOptions};
+pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
+pub use event::{DEFAULT_EVENT_QUEUE, Event, EventReceiver};
 pub use lifecycle::{DaemonConfig, DaemonConnection, SpawnError, connect_or_spawn, try_connect};
 pub use spark_proto;
 pub use spark_proto::cache::{AssetKey, CacheStats, ShaderKey};
-pub use spark_proto::control::{HelloResponse, StatsResponse, VersionResponse};
+pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, VersionResponse};
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
 };
@@ -31,6 +42,6 @@ pub use tiered::{
 pub fn default_socket_path() -> std::path::PathBuf {
     spark_proto::default_socket_path(
         std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
-        rustix::process::geteuid().as_raw(),
+        platform::current_uid(),
     )
 }

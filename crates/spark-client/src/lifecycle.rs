@@ -6,18 +6,17 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::conn::{Client, ClientOptions};
+use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
+use crate::platform;
 
 /// `1`/`true`/`yes`/`on` (any case) turns the daemon integration on; it is off by default.
 pub const ENV_ENABLED: &str = "SPARK_DAEMON_ENABLED";
@@ -121,7 +120,7 @@ pub fn default_daemon_bin() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("sparkd")))
-        .filter(|p| is_executable(p))
+        .filter(|p| platform::is_executable(p))
         .unwrap_or_else(|| PathBuf::from("sparkd"))
 }
 
@@ -180,16 +179,11 @@ pub fn connect_or_spawn(cfg: &DaemonConfig) -> Result<Client, SpawnError> {
         }
         return Err(SpawnError::MissingBinary(cfg.daemon_bin.clone()));
     };
-    let dir = socket_dir(&cfg.socket);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let lock = std::fs::OpenOptions::new()
+    platform::create_private_dir_all(socket_dir(&cfg.socket))?;
+    let lock = platform::private_file()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
         .open(suffixed(&cfg.socket, ".spawn.lock"))?;
     let deadline = Instant::now() + cfg.spawn_timeout;
     let mut child: Option<Child> = None;
@@ -212,10 +206,7 @@ pub fn connect_or_spawn(cfg: &DaemonConfig) -> Result<Client, SpawnError> {
         }
         // Only the lock holder spawns; it keeps the lock (until this function returns) while the daemon
         // starts, so the others wait for that daemon instead of starting their own.
-        if !spawned
-            && rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                .is_ok()
-        {
+        if !spawned && platform::try_lock_exclusive(&lock) {
             if let Some(c) = try_connect(&cfg.socket, &cfg.client) {
                 break Ok(c);
             }
@@ -236,26 +227,9 @@ pub fn connect_or_spawn(cfg: &DaemonConfig) -> Result<Client, SpawnError> {
     result
 }
 
-/// Launches the daemon in its own session with stdio on `log`.
-///
-/// Detaching without `unsafe` (no `pre_exec`): when the util-linux `setsid` program is installed we run
-/// `setsid sparkd …`, which calls setsid(2) and execs in place — the daemon gets a new session with no
-/// controlling terminal, so closing the engine's terminal (SIGHUP) or pressing ^C in it cannot stop it, and it
-/// keeps our child's pid, so we can still reap it. Without `setsid` we fall back to `process_group(0)`: a new
-/// process group, which ^C and job control no longer reach, though it stays in our session.
+/// Launches the daemon in its own session with stdio on `log` (see [`platform::detached_command`]).
 fn spawn_detached(bin: &Path, cfg: &DaemonConfig, log: &Path) -> std::io::Result<Child> {
-    let mut cmd = match resolve_bin(Path::new("setsid")) {
-        Some(setsid) => {
-            let mut c = Command::new(setsid);
-            c.arg(bin);
-            c
-        }
-        None => {
-            let mut c = Command::new(bin);
-            c.process_group(0);
-            c
-        }
-    };
+    let mut cmd = platform::detached_command(bin, resolve_bin(Path::new("setsid")));
     // The daemon treats its default socket specially (it owns and tightens that directory), so only pass
     // --socket when it differs.
     if cfg.socket != crate::default_socket_path() {
@@ -282,10 +256,9 @@ fn spawn_detached(bin: &Path, cfg: &DaemonConfig, log: &Path) -> std::io::Result
 }
 
 fn open_log(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
+    platform::private_file()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(path)
 }
 
@@ -304,16 +277,12 @@ fn reap_in_background(mut child: Child) {
 
 fn resolve_bin(bin: &Path) -> Option<PathBuf> {
     if bin.components().count() > 1 || bin.is_absolute() {
-        return is_executable(bin).then(|| bin.to_path_buf());
+        return platform::is_executable(bin).then(|| bin.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(bin))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .find(|p| platform::is_executable(p))
 }
 
 fn socket_dir(socket: &Path) -> &Path {
@@ -485,13 +454,15 @@ impl DaemonConnection {
 
     /// Runs `f` against the daemon. A broken connection is replaced and `f` retried once; when no daemon is
     /// available the result is an [`Error::is_unavailable`] error, which engines treat as a miss. An
-    /// ErrorResponse from the daemon is returned as is (the connection stays).
+    /// ErrorResponse from the daemon, or the caller's own reader/writer failing ([`Error::Local`]), is
+    /// returned as is without a retry: running `f` again would not help. (If a `Local` failure left a
+    /// stream half-done, the next call finds the connection broken and reconnects then.)
     pub fn call<T>(&self, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
         let Some(c) = self.client() else {
             return Err(self.unavailable());
         };
         match f(&c) {
-            Err(e) if !matches!(e, Error::Daemon(_)) => {
+            Err(e) if !e.blames_the_caller_or_daemon() => {
                 debug!("sparkd connection broke ({e}); reconnecting once");
                 self.drop_client(&c);
                 let Some(c2) = self.connect_if(true) else {
@@ -499,7 +470,7 @@ impl DaemonConnection {
                 };
                 let r = f(&c2);
                 if let Err(e) = &r
-                    && !matches!(e, Error::Daemon(_))
+                    && !e.blames_the_caller_or_daemon()
                 {
                     self.drop_client(&c2);
                     self.state().last_failure = Some(Instant::now());

@@ -2,6 +2,7 @@
 //! scenario runs as one sequential test.
 
 use std::ffi::{CStr, CString};
+use std::path::Path;
 use std::ptr::{null, null_mut};
 
 use spark_testkit::{Daemon, sparkd_bin};
@@ -42,8 +43,21 @@ fn default_config() -> SparkConfig {
 #[test]
 fn c_abi_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    // SAFETY: (the whole test) every pointer passed below is NULL or points to live, NUL-terminated or
-    // correctly sized data owned by this function, and every returned buffer is freed exactly once.
+    // One scenario in phases: the connection is process-wide, so they must run in this order.
+    disabled_and_absent(tmp.path());
+    let d = Daemon::start(&["--memory-only"]);
+    connect_and_control(&d);
+    daemon_blobs();
+    caller_mistakes();
+    tiered_caches(tmp.path());
+    drop(d);
+    auto_spawn(tmp.path());
+}
+
+/// Disabled by default, and an absent socket: NOT_CONNECTED everywhere, nothing created.
+fn disabled_and_absent(tmp: &Path) {
+    // SAFETY: every pointer passed below is NULL or points to live, NUL-terminated or correctly sized data
+    // owned by this function, and every returned buffer is freed exactly once.
     unsafe {
         // Disabled by default: a no-op, and daemon calls say NOT_CONNECTED with a message.
         let cfg = default_config();
@@ -60,14 +74,20 @@ fn c_abi_end_to_end() {
         spark_shutdown();
 
         // try_connect to an absent socket: NOT_CONNECTED, nothing created.
-        let absent = cstr(&tmp.path().join("absent.sock"));
+        let absent = cstr(&tmp.join("absent.sock"));
         assert_eq!(
             spark_try_connect(absent.as_ptr()),
             SparkStatus::NotConnected
         );
-        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+    }
+}
 
-        let d = Daemon::start(&["--memory-only"]);
+/// Connect, ping, stats.
+fn connect_and_control(d: &Daemon) {
+    // SAFETY: every pointer passed below is NULL or points to live, NUL-terminated or correctly sized data
+    // owned by this function, and every returned buffer is freed exactly once.
+    unsafe {
         let sock = cstr(&d.socket);
         assert_eq!(
             spark_connect(sock.as_ptr()),
@@ -84,7 +104,15 @@ fn c_abi_end_to_end() {
         assert_eq!(st.daemon_pid, d.pid());
         assert_eq!(st.protocol_version, 1);
         assert!(st.service_count >= 3 && st.current_connections >= 1);
+    }
+}
 
+/// Shader and asset blobs through the daemon.
+fn daemon_blobs() {
+    // SAFETY: every pointer passed below is NULL or points to live, NUL-terminated or correctly sized data
+    // owned by this function, and every returned buffer is freed exactly once.
+    unsafe {
+        let mut buf = empty_buffer();
         // Shader blobs.
         let blob = b"compiled spirv";
         assert_eq!(spark_shader_get(42, 1, 0, &mut buf), SparkStatus::Miss);
@@ -130,7 +158,15 @@ fn c_abi_end_to_end() {
             spark_asset_get(path.as_ptr(), 2, &mut buf),
             SparkStatus::Miss
         );
+    }
+}
 
+/// Caller mistakes are reported, not crashes.
+fn caller_mistakes() {
+    // SAFETY: every pointer passed below is NULL or points to live, NUL-terminated or correctly sized data
+    // owned by this function, and every returned buffer is freed exactly once.
+    unsafe {
+        let mut buf = empty_buffer();
         // Caller mistakes are reported, not crashes.
         assert_eq!(
             spark_asset_get(null(), 0, &mut buf),
@@ -156,10 +192,17 @@ fn c_abi_end_to_end() {
             spark_shader_cache_lookup(null(), 1, 1, 1, null_mut()),
             SparkStatus::InvalidArgument
         );
+    }
+}
 
+/// Two tiered caches with separate directories share through the daemon; then detach and shut down.
+fn tiered_caches(tmp: &Path) {
+    // SAFETY: every pointer passed below is NULL or points to live, NUL-terminated or correctly sized data
+    // owned by this function, and every returned buffer is freed exactly once.
+    unsafe {
         // Tiered shader cache: two caches with separate directories share through the daemon.
-        let dir_a = cstr(&tmp.path().join("a"));
-        let dir_b = cstr(&tmp.path().join("b"));
+        let dir_a = cstr(&tmp.join("a"));
+        let dir_b = cstr(&tmp.join("b"));
         let a = spark_shader_cache_open(dir_a.as_ptr(), true);
         let b = spark_shader_cache_open(dir_b.as_ptr(), true);
         assert!(!a.is_null() && !b.is_null(), "{}", last_error());
@@ -228,11 +271,18 @@ fn c_abi_end_to_end() {
         );
         spark_compiled_shader_free(&mut out);
         spark_shader_cache_close(a);
-        drop(d);
+    }
+}
 
+/// Auto-spawn through the C ABI.
+fn auto_spawn(tmp: &Path) {
+    // SAFETY: every pointer passed below is NULL or points to live, NUL-terminated or correctly sized data
+    // owned by this function, and every returned buffer is freed exactly once.
+    unsafe {
+        let mut st = SparkDaemonStats::default();
         // Auto-spawn through the C ABI.
-        let spawn_sock = cstr(&tmp.path().join("spawned/s.sock"));
-        let missing = cstr(&tmp.path().join("no-sparkd"));
+        let spawn_sock = cstr(&tmp.join("spawned/s.sock"));
+        let missing = cstr(&tmp.join("no-sparkd"));
         assert_eq!(
             spark_set_auto_spawn(true, missing.as_ptr(), 60_000),
             SparkStatus::Ok
@@ -260,7 +310,7 @@ fn c_abi_end_to_end() {
         let spawned_pid = st.daemon_pid;
         assert_ne!(spawned_pid, std::process::id());
         spark_shutdown();
-        let c = spark_client::Client::connect(tmp.path().join("spawned/s.sock")).unwrap();
+        let c = spark_client::Client::connect(tmp.join("spawned/s.sock")).unwrap();
         assert_eq!(c.hello().daemon_pid, spawned_pid);
         c.shutdown().unwrap();
         assert_eq!(spark_set_auto_spawn(false, null(), 0), SparkStatus::Ok);

@@ -51,9 +51,25 @@ fn declared_fns(header: &str) -> Vec<String> {
     out
 }
 
+/// Every source file of the crate, concatenated: the entry points live in modules by concern.
+fn all_sources() -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(crate_dir().join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 1, "the modules are found: {files:?}");
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn header_declares_exactly_the_exported_functions() {
-    let src = std::fs::read_to_string(crate_dir().join("src/lib.rs")).unwrap();
+    let src = all_sources();
     let header =
         std::fs::read_to_string(header_path()).expect("include/sparkdaemon.h is committed");
     let exported = exported_fns(&src);

@@ -1,0 +1,61 @@
+//! The seam between the framing code and the operating system's local sockets.
+//!
+//! The framing code only ever sees a [`Transport`]: a byte stream that can write without raising
+//! signals and can wait a bounded time for input. A [`Connector`] opens one from a socket path. On Unix
+//! that is a Unix-domain socket ([`unix`]); on Windows the daemon will listen on a named pipe, which is not
+//! implemented yet: [`DefaultConnector`] then fails every connect with an `Unsupported` error that says so
+//! (issue: Windows named-pipe transport), so an engine on Windows runs as if no daemon were installed.
+
+use std::io::{self, IoSlice, Read};
+use std::path::Path;
+use std::time::Duration;
+
+#[cfg(unix)]
+pub mod unix;
+
+/// One connected byte stream to the daemon.
+pub trait Transport: Read + Send {
+    /// Writes all of `buf`. A peer that went away is an `Err` (EPIPE), never a signal: a C or C++ host
+    /// that does not ignore SIGPIPE must survive a daemon dying mid-session.
+    fn send_all(&mut self, buf: &[u8]) -> io::Result<()>;
+
+    /// [`Self::send_all`] for several buffers, in as few system calls as the platform allows.
+    fn send_all_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()>;
+
+    /// The longest any one read or write may block; `None` = forever.
+    fn set_io_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Reads what has arrived into `buf`, waiting at most `wait` (zero: do not wait). `Ok(None)` when
+    /// nothing arrived in time; `Ok(Some(0))` at end of stream. Afterwards the I/O timeout set with
+    /// [`Self::set_io_timeout`] is in force again.
+    fn read_within(&mut self, buf: &mut [u8], wait: Duration) -> io::Result<Option<usize>>;
+}
+
+/// Opens transports to a daemon's socket path.
+pub trait Connector: Send + Sync {
+    /// Connects to the daemon at `path`. `NotFound` / `ConnectionRefused` mean no daemon listens there.
+    fn connect(&self, path: &Path) -> io::Result<Box<dyn Transport>>;
+}
+
+/// The platform's transport: Unix-domain sockets on Unix; on other platforms an `Unsupported` error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultConnector;
+
+/// What [`DefaultConnector`] reports where there is no transport yet.
+pub const NO_TRANSPORT_MESSAGE: &str = "sparkd transport: Windows named pipes are not implemented yet \
+     (issue: Windows named-pipe transport); running without the daemon";
+
+impl Connector for DefaultConnector {
+    #[cfg(unix)]
+    fn connect(&self, path: &Path) -> io::Result<Box<dyn Transport>> {
+        unix::UnixConnector.connect(path)
+    }
+
+    #[cfg(not(unix))]
+    fn connect(&self, _path: &Path) -> io::Result<Box<dyn Transport>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            NO_TRANSPORT_MESSAGE,
+        ))
+    }
+}

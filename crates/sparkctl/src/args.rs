@@ -1,0 +1,101 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sparkctl", version, about = "Talk to a running sparkd")]
+pub struct Cli {
+    /// Daemon socket [default: $XDG_RUNTIME_DIR/spark/sparkd.sock, else /tmp/spark-$UID/sparkd.sock]
+    #[arg(long, global = true, value_name = "PATH", env = "SPARK_DAEMON_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Print machine-readable JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Check the daemon answers; prints the round-trip time
+    Ping {
+        /// Number of pings (the median is reported)
+        #[arg(short, long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Daemon and protocol version
+    Version,
+    /// Daemon statistics and the counters of every namespace it serves
+    Stats,
+    /// Ask the daemon to finish in-flight requests and exit
+    Shutdown,
+    /// The compiled-shader cache
+    #[command(subcommand)]
+    Shader(ShaderCmd),
+    /// The asset-variant cache
+    #[command(subcommand)]
+    Asset(AssetCmd),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ShaderKeyArgs {
+    /// Source hash, 64-bit hex (e.g. 0123456789abcdef)
+    pub hash: String,
+    /// Target byte (0-255)
+    pub target: u8,
+    /// Stage byte (0-255)
+    pub stage: u8,
+}
+
+#[derive(Subcommand)]
+pub enum ShaderCmd {
+    /// Fetch a blob to stdout or a file (exit 3 on a miss)
+    Get {
+        #[command(flatten)]
+        key: ShaderKeyArgs,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Store a blob from a file or stdin (`-` or nothing)
+    Put {
+        #[command(flatten)]
+        key: ShaderKeyArgs,
+        file: Option<PathBuf>,
+    },
+    /// Whether a blob is cached (exit 3 if not)
+    Exists {
+        #[command(flatten)]
+        key: ShaderKeyArgs,
+    },
+    /// Cache statistics
+    Stats,
+    /// Remove every shader blob
+    Clear,
+}
+
+#[derive(Subcommand)]
+pub enum AssetCmd {
+    /// Fetch a variant to stdout or a file (exit 3 on a miss)
+    Get {
+        path: String,
+        platform: u8,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Store a variant from a file or stdin (`-` or nothing)
+    Put {
+        path: String,
+        platform: u8,
+        file: Option<PathBuf>,
+    },
+    /// Whether a variant is cached (exit 3 if not)
+    Exists { path: String, platform: u8 },
+    /// Drop every platform variant of a path
+    Invalidate { path: String },
+    /// Cache statistics
+    Stats,
+    /// Remove every asset variant
+    Clear,
+}
