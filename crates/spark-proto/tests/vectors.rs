@@ -712,3 +712,28 @@ fn registry_is_consistent() {
         &[("key", "key"), ("data", "bytes")]
     );
 }
+
+/// The vectors and check values quoted in `docs/protocol.md` are the file's: the page is what client authors
+/// read first, so a stale quote there is a bug report waiting to happen.
+#[test]
+fn protocol_md_quotes_the_vector_file() {
+    let md = std::fs::read_to_string(vectors_path().with_file_name("protocol.md")).unwrap();
+    let doc = generate();
+    for v in doc["vectors"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let Some(at) = md.find(&format!("#### `{name}`")) else {
+            continue;
+        };
+        let section = &md[at..];
+        let end = section[4..].find("\n#### ").map_or(section.len(), |i| i + 4);
+        let frame = v["frame"].as_str().unwrap();
+        assert!(
+            section[..end].contains(&format!("```text\n{frame}\n```")),
+            "protocol.md's {name} does not quote the frame {frame}"
+        );
+    }
+    for c in doc["xxh3_128"].as_array().unwrap() {
+        let row = format!("| {} | `0x{}` |", c["length"], c["checksum"].as_str().unwrap());
+        assert!(md.contains(&row), "protocol.md 9.1 lacks the check value row {row}");
+    }
+}
