@@ -194,7 +194,9 @@ def _scramble(acc: List[int], s: int) -> None:
 def _merge(acc: List[int], s: int, start: int) -> int:
     result = start
     for k in range(4):
-        result = (result + _mul128_fold64(acc[2 * k] ^ _r64(_SECRET, s + 16 * k), acc[2 * k + 1] ^ _r64(_SECRET, s + 16 * k + 8))) & _M64
+        lo = acc[2 * k] ^ _r64(_SECRET, s + 16 * k)
+        hi = acc[2 * k + 1] ^ _r64(_SECRET, s + 16 * k + 8)
+        result = (result + _mul128_fold64(lo, hi)) & _M64
     return _avalanche(result)
 
 
