@@ -643,6 +643,12 @@ class _ControlApi:
             _Simple(p.SERVICE_CONTROL, p.RegisterSponsor(pid), p.RegisterSponsorAck, lambda m: m.sponsors)
         )
 
+    def namespaces(self) -> List[p.NamespaceStats]:
+        """Every namespace the daemon serves (``.name``, ``.service``, ``.counters`` as (name, value) pairs)."""
+        return self._submit(
+            _Simple(p.SERVICE_CONTROL, p.Namespaces(), p.NamespacesResponse, lambda m: m.namespaces)
+        )
+
     def request_raw(self, service: int, msg_type: int, payload: BytesLike = b"") -> p.Frame:
         """Sends one raw frame and returns the first reply frame (low level: tests, new messages).
 
@@ -661,7 +667,9 @@ class Client(_ControlApi):
         client_name: sent in Hello, shown in the daemon's logs.
         sponsor: sets the Hello sponsor flag (the daemon then lives as long as this process, with
             ``--exit-with-sponsors``).
-        on_event: optional callable receiving server-initiated event frames (message type >= 0x8000). It runs
+        on_event: optional callable receiving server-initiated event frames (message type >= 0x8000) as raw
+            :class:`~sparkdaemon.protocol.Frame` objects; :func:`~sparkdaemon.protocol.decode_message` turns
+            the ones this package knows (e.g. :class:`~sparkdaemon.protocol.EventsLost`) into messages. It runs
             while the connection is locked: it must not call this client.
 
     The connection opens on :meth:`connect` (or ``with Client() as c``), or lazily on the first request.

@@ -101,6 +101,10 @@ CONTROL_HELLO = 0x0009
 CONTROL_HELLO_RESPONSE = 0x000A
 CONTROL_REGISTER_SPONSOR = 0x000B
 CONTROL_REGISTER_SPONSOR_ACK = 0x000C
+CONTROL_NAMESPACES = 0x000D
+CONTROL_NAMESPACES_RESPONSE = 0x000E
+#: Event (Control): the daemon dropped events for this connection because its event queue was full.
+CONTROL_EVENTS_LOST = 0x8001
 
 #: Hello flag: register the client's pid as a sponsor of the daemon.
 HELLO_FLAG_SPONSOR = 1
@@ -131,6 +135,9 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     _xxhash = None
     HAVE_XXHASH = False
+
+
+from .xxh3 import xxh3_128  # noqa: E402  (pure Python: checks, small inputs; re-exported here)
 
 
 def blob_checksum(data: BytesLike) -> int:
@@ -675,6 +682,76 @@ class RegisterSponsorAck(Message):
         return m
 
 
+class Namespaces(_Empty):
+    """Asks for :class:`NamespacesResponse`: every namespace the daemon serves, with its counters."""
+
+    TYPE = CONTROL_NAMESPACES
+
+
+@dataclass
+class NamespaceStats:
+    """One namespace (a named store: ``shader``, ``asset``, ...) and its counters, in the daemon's order."""
+
+    name: str
+    #: The service that serves it on this protocol; 0 when it is reached another way.
+    service: int
+    counters: List[Tuple[str, int]] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "service": self.service, "counters": dict(self.counters)}
+
+
+@dataclass
+class NamespacesResponse(Message):
+    """``u16`` count, then per namespace: ``str16`` name, ``u16`` service, ``u16`` counter count, then per counter
+    ``str16`` name and ``u64`` value. Trailing bytes are ignored."""
+
+    TYPE: ClassVar[int] = CONTROL_NAMESPACES_RESPONSE
+    namespaces: List[NamespaceStats] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        out = [_u16(len(self.namespaces), "namespace count")]
+        for ns in self.namespaces:
+            out.append(_str16(ns.name, "namespace name"))
+            out.append(_u16(ns.service, "service"))
+            out.append(_u16(len(ns.counters), "counter count"))
+            for name, value in ns.counters:
+                out.append(_str16(name, "counter name") + _u64(value, "counter value"))
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, payload: BytesLike) -> "NamespacesResponse":
+        r = Reader(payload)
+        namespaces = []
+        for _ in range(r.u16()):
+            name, service = r.str16(), r.u16()
+            counters = []
+            for _ in range(r.u16()):
+                key = r.str16()
+                counters.append((key, r.u64()))
+            namespaces.append(NamespaceStats(name, service, counters))
+        return cls(namespaces)
+
+
+@dataclass
+class EventsLost(Message):
+    """EventsLost (event ``0x8001`` on Control): ``u64`` events dropped since the last EventsLost on this
+    connection. Sent between replies once the connection's event queue has room again."""
+
+    TYPE: ClassVar[int] = CONTROL_EVENTS_LOST
+    dropped: int
+
+    def encode(self) -> bytes:
+        return _u64(self.dropped, "dropped")
+
+    @classmethod
+    def decode(cls, payload: BytesLike) -> "EventsLost":
+        r = Reader(payload)
+        m = cls(r.u64())
+        r.finish()
+        return m
+
+
 # ---- cache keys ----------------------------------------------------------------------------------------------
 
 
@@ -1069,6 +1146,9 @@ _CONTROL_MESSAGES: Dict[int, Type[Message]] = {
         HelloResponse,
         RegisterSponsor,
         RegisterSponsorAck,
+        Namespaces,
+        NamespacesResponse,
+        EventsLost,
     )
 }
 

@@ -280,6 +280,39 @@ def test_events_are_skipped(fake_factory):
     assert events == [p.Frame(p.SERVICE_ASSET, 0x8001, b"changed")]
 
 
+def test_events_lost_reaches_on_event_and_decodes(fake_factory):
+    """EventsLost arrives like any event: a raw frame for on_event, which decode_message turns into a message."""
+    events = []
+
+    def handler(peer: Peer):
+        f = peer.read_frame()
+        peer.send(p.SERVICE_CONTROL, p.EventsLost(1500))
+        peer.send(p.SERVICE_CONTROL, p.Pong(f.payload))
+
+    d = fake_factory(handler)
+    with Client(d.path, on_event=events.append) as c:
+        c.ping(b"x")
+    assert [p.decode_message(e) for e in events] == [p.EventsLost(1500)]
+
+
+def test_namespaces(fake_factory):
+    reply = p.NamespacesResponse(
+        [p.NamespaceStats("shader", 2, [("hits", 10), ("misses", 2)]), p.NamespaceStats("http-cas", 0, [])]
+    )
+
+    def handler(peer: Peer):
+        f = peer.read_frame()
+        assert (f.service, f.msg_type, f.payload) == (p.SERVICE_CONTROL, p.CONTROL_NAMESPACES, b"")
+        # Decoders ignore trailing bytes: later revisions may append fields.
+        peer.send_frame(p.SERVICE_CONTROL, p.CONTROL_NAMESPACES_RESPONSE, reply.encode() + b"\x00\x01")
+
+    d = fake_factory(handler)
+    with Client(d.path) as c:
+        got = c.namespaces()
+    assert got == reply.namespaces
+    assert got[0].to_dict() == {"name": "shader", "service": 2, "counters": {"hits": 10, "misses": 2}}
+
+
 def test_error_response_on_any_service(cache_fake):
     with Client(cache_fake.path) as c:
         with pytest.raises(DaemonError) as info:

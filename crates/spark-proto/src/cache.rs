@@ -4,11 +4,13 @@
 //! Blobs up to one frame travel inline. Larger ones are streamed: [`PutStream`] (or a [`GetResponse`] with
 //! status [`GetStatus::Streamed`]) announces the total length, then [`crate::msg::STREAM_CHUNK`] frames carry
 //! the bytes in order, then a [`StreamEnd`] carries the XXH3-128 of the whole blob.
+//!
+//! Every message is defined once, below, by [`define_messages!`](crate::messages): see [`crate::messages`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{Reader, put_str16};
-use crate::control::empty_message;
+use crate::messages::{MessageInfo, define_messages};
 use crate::{Message, ProtoError};
 
 pub const GET: u16 = 0x0001;
@@ -76,21 +78,136 @@ impl WireKey for AssetKey {
     }
 }
 
-/// Get: the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Get<K> {
-    pub key: K,
-}
-impl<K: WireKey> Message for Get<K> {
-    const TYPE: u16 = GET;
-    fn encode(&self, out: &mut BytesMut) {
-        self.key.encode_key(out);
+define_messages! {
+    service: "cache";
+    hand_written: [GetResponse::INFO];
+
+    /// Get: the key.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Get<K> = GET, exact {
+        key: K,
     }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let key = K::decode_key(&mut r)?;
-        r.finish()?;
-        Ok(Get { key })
+
+    /// Put: the key, then the whole blob as the rest of the payload.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Put<K> = PUT, exact {
+        key: K,
+        data: Bytes,
+    }
+
+    /// PutStream: the key and the `u64` total length; chunk frames and a [`StreamEnd`] follow. One
+    /// [`PutResponse`] answers the whole stream.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PutStream<K> = PUT_STREAM, exact {
+        key: K,
+        total_len: u64,
+    }
+
+    /// PutResponse: `u8` stored (1) or not kept because it exceeds every budget (0).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PutResponse = PUT_RESPONSE, exact {
+        stored: bool,
+    }
+
+    /// One piece of a streamed blob: the payload is raw blob bytes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct StreamChunk = crate::msg::STREAM_CHUNK, exact {
+        data: Bytes,
+    }
+
+    /// The end of a stream: `u128` XXH3-128 of the whole blob, little-endian.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct StreamEnd = crate::msg::STREAM_END, exact {
+        checksum: u128,
+    }
+
+    /// Exists: the key.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Exists<K> = EXISTS, exact {
+        key: K,
+    }
+
+    /// ExistsResponse: `u8` exists, `u64` size in bytes (0 when absent). Does not count as a hit or miss.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExistsResponse = EXISTS_RESPONSE, exact {
+        exists: bool,
+        size: u64,
+    }
+
+    /// Removes every entry of the service, in memory and on disk.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Clear = CLEAR, exact;
+
+    /// ClearResponse: `u64` entries removed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ClearResponse = CLEAR_RESPONSE, exact {
+        removed: u64,
+    }
+
+    /// Asks for [`CacheStats`].
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Stats as "CacheStatsRequest" = STATS, exact;
+
+    /// A cache service's statistics: eleven `u64`, in this order. Decoders ignore trailing bytes so later
+    /// revisions can append counters.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct CacheStats = STATS_RESPONSE, lenient {
+        hits: u64,
+        misses: u64,
+        puts: u64,
+        entries: u64,
+        entries_in_memory: u64,
+        bytes_in_memory: u64,
+        bytes_on_disk: u64,
+        evictions: u64,
+        corrupt_dropped: u64,
+        /// Hot-tier budget in bytes.
+        memory_budget: u64,
+        /// Disk budget in bytes; 0 = unbounded (or no disk tier).
+        disk_budget: u64,
+    }
+
+    /// Invalidate (Asset only): `str16` path. Drops every platform variant of the path.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Invalidate = INVALIDATE, exact {
+        path: String,
+    }
+
+    /// InvalidateResponse: `u32` variants dropped.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct InvalidateResponse = INVALIDATE_RESPONSE, exact {
+        dropped: u32,
+    }
+}
+
+impl CacheStats {
+    /// Field names in wire order, for tables and JSON.
+    pub const FIELDS: [&'static str; 11] = {
+        // From the registry entry, so the names cannot drift from the struct; a counter added without
+        // growing the array stops the build here.
+        assert!(CacheStats::INFO.fields.len() == 11);
+        let mut names = [""; 11];
+        let mut i = 0;
+        while i < CacheStats::INFO.fields.len() {
+            names[i] = CacheStats::INFO.fields[i].0;
+            i += 1;
+        }
+        names
+    };
+    pub fn values(&self) -> [u64; 11] {
+        [
+            self.hits,
+            self.misses,
+            self.puts,
+            self.entries,
+            self.entries_in_memory,
+            self.bytes_in_memory,
+            self.bytes_on_disk,
+            self.evictions,
+            self.corrupt_dropped,
+            self.memory_budget,
+            self.disk_budget,
+        ]
     }
 }
 
@@ -106,9 +223,27 @@ pub enum GetStatus {
 }
 
 /// GetResponse: `u8` status, then per [`GetStatus`].
+///
+/// Hand-written: what follows the status byte depends on its value, which the field macro's flat layouts
+/// cannot say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetResponse {
     pub status: GetStatus,
+}
+impl GetResponse {
+    /// This message's registry entry (see [`crate::messages::ALL`]).
+    pub const INFO: MessageInfo = MessageInfo {
+        service: "cache",
+        name: "GetResponse",
+        msg_type: GET_RESPONSE,
+        fields: &[
+            ("status", "u8"),
+            ("data", "bytes (status 1 only)"),
+            ("total_len", "u64 (status 2 only)"),
+        ],
+        keyed: false,
+        exact: true,
+    };
 }
 impl Message for GetResponse {
     const TYPE: u16 = GET_RESPONSE;
@@ -137,278 +272,5 @@ impl Message for GetResponse {
         };
         r.finish()?;
         Ok(GetResponse { status })
-    }
-}
-
-/// Put: the key, then the whole blob as the rest of the payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Put<K> {
-    pub key: K,
-    pub data: Bytes,
-}
-impl<K: WireKey> Message for Put<K> {
-    const TYPE: u16 = PUT;
-    fn encode(&self, out: &mut BytesMut) {
-        self.key.encode_key(out);
-        out.put_slice(&self.data);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let key = K::decode_key(&mut r)?;
-        Ok(Put {
-            key,
-            data: r.rest(),
-        })
-    }
-}
-
-/// PutStream: the key and the `u64` total length; chunk frames and a [`StreamEnd`] follow. One
-/// [`PutResponse`] answers the whole stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutStream<K> {
-    pub key: K,
-    pub total_len: u64,
-}
-impl<K: WireKey> Message for PutStream<K> {
-    const TYPE: u16 = PUT_STREAM;
-    fn encode(&self, out: &mut BytesMut) {
-        self.key.encode_key(out);
-        out.put_u64_le(self.total_len);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let key = K::decode_key(&mut r)?;
-        let total_len = r.u64()?;
-        r.finish()?;
-        Ok(PutStream { key, total_len })
-    }
-}
-
-/// PutResponse: `u8` stored (1) or not kept because it exceeds every budget (0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutResponse {
-    pub stored: bool,
-}
-impl Message for PutResponse {
-    const TYPE: u16 = PUT_RESPONSE;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u8(self.stored as u8);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let stored = r.u8()? != 0;
-        r.finish()?;
-        Ok(PutResponse { stored })
-    }
-}
-
-/// One piece of a streamed blob: the payload is raw blob bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamChunk {
-    pub data: Bytes,
-}
-impl Message for StreamChunk {
-    const TYPE: u16 = crate::msg::STREAM_CHUNK;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_slice(&self.data);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        Ok(StreamChunk { data: p.clone() })
-    }
-}
-
-/// The end of a stream: `u128` XXH3-128 of the whole blob, little-endian.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamEnd {
-    pub checksum: u128,
-}
-impl Message for StreamEnd {
-    const TYPE: u16 = crate::msg::STREAM_END;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u128_le(self.checksum);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let checksum = r.u128()?;
-        r.finish()?;
-        Ok(StreamEnd { checksum })
-    }
-}
-
-/// Exists: the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exists<K> {
-    pub key: K,
-}
-impl<K: WireKey> Message for Exists<K> {
-    const TYPE: u16 = EXISTS;
-    fn encode(&self, out: &mut BytesMut) {
-        self.key.encode_key(out);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let key = K::decode_key(&mut r)?;
-        r.finish()?;
-        Ok(Exists { key })
-    }
-}
-
-/// ExistsResponse: `u8` exists, `u64` size in bytes (0 when absent). Does not count as a hit or miss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExistsResponse {
-    pub exists: bool,
-    pub size: u64,
-}
-impl Message for ExistsResponse {
-    const TYPE: u16 = EXISTS_RESPONSE;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u8(self.exists as u8);
-        out.put_u64_le(self.size);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let m = ExistsResponse {
-            exists: r.u8()? != 0,
-            size: r.u64()?,
-        };
-        r.finish()?;
-        Ok(m)
-    }
-}
-
-empty_message!(
-    /// Removes every entry of the service, in memory and on disk.
-    Clear = CLEAR
-);
-empty_message!(
-    /// Asks for [`CacheStats`].
-    Stats = STATS
-);
-
-/// ClearResponse: `u64` entries removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClearResponse {
-    pub removed: u64,
-}
-impl Message for ClearResponse {
-    const TYPE: u16 = CLEAR_RESPONSE;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64_le(self.removed);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let m = ClearResponse { removed: r.u64()? };
-        r.finish()?;
-        Ok(m)
-    }
-}
-
-/// A cache service's statistics: eleven `u64`, in this order. Decoders ignore trailing bytes so later
-/// revisions can append counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub puts: u64,
-    pub entries: u64,
-    pub entries_in_memory: u64,
-    pub bytes_in_memory: u64,
-    pub bytes_on_disk: u64,
-    pub evictions: u64,
-    pub corrupt_dropped: u64,
-    /// Hot-tier budget in bytes.
-    pub memory_budget: u64,
-    /// Disk budget in bytes; 0 = unbounded (or no disk tier).
-    pub disk_budget: u64,
-}
-impl CacheStats {
-    /// Field names in wire order, for tables and JSON.
-    pub const FIELDS: [&'static str; 11] = [
-        "hits",
-        "misses",
-        "puts",
-        "entries",
-        "entries_in_memory",
-        "bytes_in_memory",
-        "bytes_on_disk",
-        "evictions",
-        "corrupt_dropped",
-        "memory_budget",
-        "disk_budget",
-    ];
-    pub fn values(&self) -> [u64; 11] {
-        [
-            self.hits,
-            self.misses,
-            self.puts,
-            self.entries,
-            self.entries_in_memory,
-            self.bytes_in_memory,
-            self.bytes_on_disk,
-            self.evictions,
-            self.corrupt_dropped,
-            self.memory_budget,
-            self.disk_budget,
-        ]
-    }
-}
-impl Message for CacheStats {
-    const TYPE: u16 = STATS_RESPONSE;
-    fn encode(&self, out: &mut BytesMut) {
-        for v in self.values() {
-            out.put_u64_le(v);
-        }
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        Ok(CacheStats {
-            hits: r.u64()?,
-            misses: r.u64()?,
-            puts: r.u64()?,
-            entries: r.u64()?,
-            entries_in_memory: r.u64()?,
-            bytes_in_memory: r.u64()?,
-            bytes_on_disk: r.u64()?,
-            evictions: r.u64()?,
-            corrupt_dropped: r.u64()?,
-            memory_budget: r.u64()?,
-            disk_budget: r.u64()?,
-        })
-    }
-}
-
-/// Invalidate (Asset only): `str16` path. Drops every platform variant of the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalidate {
-    pub path: String,
-}
-impl Message for Invalidate {
-    const TYPE: u16 = INVALIDATE;
-    fn encode(&self, out: &mut BytesMut) {
-        put_str16(out, &self.path);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let path = r.str16()?;
-        r.finish()?;
-        Ok(Invalidate { path })
-    }
-}
-
-/// InvalidateResponse: `u32` variants dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidateResponse {
-    pub dropped: u32,
-}
-impl Message for InvalidateResponse {
-    const TYPE: u16 = INVALIDATE_RESPONSE;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u32_le(self.dropped);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let m = InvalidateResponse { dropped: r.u32()? };
-        r.finish()?;
-        Ok(m)
     }
 }

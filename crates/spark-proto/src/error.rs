@@ -1,9 +1,6 @@
 //! Error codes on the wire and decoding errors.
 
-use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::Message;
-use crate::codec::{Reader, put_str16};
+use crate::messages::define_messages;
 
 /// Why a payload or frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,8 +15,6 @@ pub enum ProtoError {
     InvalidUtf8,
     #[error("invalid field value: {0}")]
     InvalidValue(&'static str),
-    #[error("unexpected message type 0x{msg_type:04x} on service 0x{service:04x}")]
-    UnexpectedMessage { service: u16, msg_type: u16 },
 }
 
 /// Machine-readable error codes carried by ErrorResponse. Stable: never renumber.
@@ -101,13 +96,18 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// ErrorResponse (`0x00FF` on every service): `u16` code, `str16` message.
-///
-/// The raw code is kept so a client can report codes newer than itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorResponse {
-    pub code: u16,
-    pub message: String,
+define_messages! {
+    service: "any";
+    hand_written: [];
+
+    /// ErrorResponse (`0x00FF` on every service): `u16` code, `str16` message.
+    ///
+    /// The raw code is kept so a client can report codes newer than itself.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ErrorResponse = crate::msg::ERROR, exact {
+        code: u16,
+        message: String,
+    }
 }
 
 impl ErrorResponse {
@@ -125,20 +125,5 @@ impl ErrorResponse {
 impl std::fmt::Display for ErrorResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}): {}", self.kind(), self.code, self.message)
-    }
-}
-
-impl Message for ErrorResponse {
-    const TYPE: u16 = crate::msg::ERROR;
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u16_le(self.code);
-        put_str16(out, &self.message);
-    }
-    fn decode(p: &Bytes) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(p);
-        let code = r.u16()?;
-        let message = r.str16()?;
-        r.finish()?;
-        Ok(ErrorResponse { code, message })
     }
 }

@@ -9,8 +9,10 @@
 //! - [`frame`]: the header, incremental frame decoding from a buffer, and frame encoding;
 //! - [`codec`]: the primitive field reader/writer every message uses;
 //! - [`error`]: [`ErrorCode`], the `ErrorResponse` message and the decoder's [`ProtoError`];
-//! - [`control`]: the Control service's messages (Hello, Ping, Version, Shutdown, Stats, sponsors);
-//! - [`cache`]: the messages shared by the blob caches (Shader, Asset): get, put, streaming, stats.
+//! - [`control`]: the Control service's messages (Hello, Ping, Version, Shutdown, Stats, sponsors, namespaces,
+//!   the EventsLost event);
+//! - [`cache`]: the messages shared by the blob caches (Shader, Asset): get, put, streaming, stats;
+//! - [`messages`]: the registry of every message ([`messages::ALL`]) and the macro that defines them.
 //!
 //! Design rules the daemon and every client rely on:
 //! - replies on one connection come in request order, one logical reply per request, so clients may pipeline;
@@ -24,6 +26,7 @@ pub mod codec;
 pub mod control;
 pub mod error;
 pub mod frame;
+pub mod messages;
 
 pub use error::{ErrorCode, ErrorResponse, ProtoError};
 pub use frame::{Frame, FrameHeader, HEADER_LEN, MAX_PAYLOAD};

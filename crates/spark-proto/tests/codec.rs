@@ -106,6 +106,43 @@ fn every_message_round_trips() {
     });
     rt(Invalidate { path: "p".into() });
     rt(InvalidateResponse { dropped: 256 });
+    rt(Namespaces);
+    rt(NamespacesResponse::default());
+    rt(NamespacesResponse {
+        namespaces: vec![
+            NamespaceStats {
+                name: "shader".into(),
+                service: 2,
+                counters: vec![("hits".into(), u64::MAX), ("".into(), 0)],
+            },
+            NamespaceStats {
+                name: "http-cas".into(),
+                service: 0,
+                counters: vec![],
+            },
+        ],
+    });
+    rt(EventsLost { dropped: 1 });
+}
+
+#[test]
+fn namespaces_response_ignores_trailing_bytes() {
+    let m = NamespacesResponse {
+        namespaces: vec![NamespaceStats {
+            name: "asset".into(),
+            service: 3,
+            counters: vec![("puts".into(), 7)],
+        }],
+    };
+    let mut out = BytesMut::new();
+    m.encode(&mut out);
+    out.extend_from_slice(b"later fields");
+    assert_eq!(NamespacesResponse::decode(&out.freeze()).unwrap(), m);
+    // A count larger than the payload holds is truncation, not a large allocation.
+    assert_eq!(
+        NamespacesResponse::decode(&Bytes::from_static(&[0xff, 0xff, 0, 0])),
+        Err(ProtoError::Truncated)
+    );
 }
 
 #[test]
@@ -218,6 +255,9 @@ fn decode_all(p: &Bytes) {
     let _ = CacheStats::decode(p);
     let _ = Invalidate::decode(p);
     let _ = InvalidateResponse::decode(p);
+    let _ = RegisterSponsorAck::decode(p);
+    let _ = NamespacesResponse::decode(p);
+    let _ = EventsLost::decode(p);
 }
 
 proptest! {

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 use spark_proto::cache::*;
 use spark_proto::control::*;
+use spark_proto::messages::{self, MessageInfo};
 use spark_proto::{ErrorResponse, Frame, Message, ProtoError, service};
 
 fn vectors_path() -> std::path::PathBuf {
@@ -175,14 +176,39 @@ fn build(message: &str, f: &Value) -> Bytes {
         "InvalidateResponse" => enc(&InvalidateResponse {
             dropped: u(f, "dropped") as u32,
         }),
+        "AssetPutStream" => enc(&PutStream {
+            key: asset_key(f),
+            total_len: u(f, "total_len"),
+        }),
+        "Namespaces" => enc(&Namespaces),
+        "NamespacesResponse" => enc(&NamespacesResponse {
+            namespaces: f["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|ns| NamespaceStats {
+                    name: s(ns, "name"),
+                    service: u(ns, "service") as u16,
+                    counters: ns["counters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| (s(c, "name"), u(c, "value")))
+                        .collect(),
+                })
+                .collect(),
+        }),
+        "EventsLost" => enc(&EventsLost {
+            dropped: u(f, "dropped"),
+        }),
         other => panic!("vector names unknown message {other}"),
     }
 }
 
-/// Decodes a payload as the named message and encodes it again.
-fn roundtrip(message: &str, p: &Bytes) -> Bytes {
-    fn rt<M: Message>(p: &Bytes) -> Bytes {
-        enc(&M::decode(p).expect("vector payload decodes"))
+/// Decodes a payload as the named message and encodes it again; also returns the Rust type's message type.
+fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
+    fn rt<M: Message>(p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
+        Ok((enc(&M::decode(p)?), M::TYPE))
     }
     match message {
         "Ping" => rt::<Ping>(p),
@@ -216,6 +242,10 @@ fn roundtrip(message: &str, p: &Bytes) -> Bytes {
         "CacheStats" => rt::<CacheStats>(p),
         "Invalidate" => rt::<Invalidate>(p),
         "InvalidateResponse" => rt::<InvalidateResponse>(p),
+        "AssetPutStream" => rt::<PutStream<AssetKey>>(p),
+        "Namespaces" => rt::<Namespaces>(p),
+        "NamespacesResponse" => rt::<NamespacesResponse>(p),
+        "EventsLost" => rt::<EventsLost>(p),
         other => panic!("unknown message {other}"),
     }
 }
@@ -228,6 +258,9 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
     let stats = json!({"hits": 10, "misses": 2, "puts": 12, "entries": 7, "entries_in_memory": 5,
         "bytes_in_memory": 4096, "bytes_on_disk": 8192, "evictions": 3, "corrupt_dropped": 1,
         "memory_budget": 536870912u64, "disk_budget": 0});
+    let asset_stats = json!({"hits": 1, "misses": 1, "puts": 1, "entries": 1, "entries_in_memory": 0,
+        "bytes_in_memory": 0, "bytes_on_disk": 4135, "evictions": 0, "corrupt_dropped": 0,
+        "memory_budget": 268435456u64, "disk_budget": 1073741824u64});
     vec![
         ("control.ping", c, "Ping", json!({"data": "68656c6c6f"})),
         ("control.pong", c, "Pong", json!({"data": "68656c6c6f"})),
@@ -260,7 +293,7 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
             c,
             "HelloResponse",
             json!({"protocol_version": 1, "daemon_version": "0.1.0",
-            "daemon_pid": 777, "services": [1, 2, 3], "capabilities": ["stream", "sponsor"]}),
+            "daemon_pid": 777, "services": [1, 2, 3], "capabilities": ["sponsor", "stream"]}),
         ),
         (
             "control.register_sponsor",
@@ -391,6 +424,92 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
             "InvalidateResponse",
             json!({"dropped": 3}),
         ),
+        (
+            "asset.get_response_miss",
+            a,
+            "GetResponse",
+            json!({"status": 0}),
+        ),
+        (
+            "asset.get_response_inline",
+            a,
+            "GetResponse",
+            json!({"status": 1, "data": "cafe"}),
+        ),
+        (
+            "asset.get_response_streamed",
+            a,
+            "GetResponse",
+            json!({"status": 2, "total_len": 20971520u64}),
+        ),
+        (
+            "asset.put_response_not_stored",
+            a,
+            "PutResponse",
+            json!({"stored": 0}),
+        ),
+        (
+            "asset.put_stream",
+            a,
+            "AssetPutStream",
+            json!({"path": "textures/rock.png", "platform": 2, "total_len": 20971520u64}),
+        ),
+        (
+            "asset.stream_chunk",
+            a,
+            "StreamChunk",
+            json!({"data": "cafe"}),
+        ),
+        (
+            "asset.stream_end",
+            a,
+            "StreamEnd",
+            json!({"checksum": format!("{:032x}", spark_proto::blob_checksum(&[0xca, 0xfe]))}),
+        ),
+        (
+            "asset.exists_response_absent",
+            a,
+            "ExistsResponse",
+            json!({"exists": 0, "size": 0}),
+        ),
+        ("asset.clear", a, "Clear", json!({})),
+        (
+            "asset.clear_response",
+            a,
+            "ClearResponse",
+            json!({"removed": 0}),
+        ),
+        ("asset.stats", a, "CacheStatsRequest", json!({})),
+        ("asset.stats_response", a, "CacheStats", asset_stats),
+        (
+            "asset.error_invalid_key",
+            a,
+            "ErrorResponse",
+            json!({"code": 10, "message": "asset path is empty"}),
+        ),
+        ("control.namespaces", c, "Namespaces", json!({})),
+        (
+            "control.namespaces_response",
+            c,
+            "NamespacesResponse",
+            json!({"namespaces": [
+                {"name": "shader", "service": 2, "counters": [
+                    {"name": "hits", "value": 10}, {"name": "misses", "value": 2}]},
+                {"name": "http-cas", "service": 0, "counters": []},
+            ]}),
+        ),
+        (
+            "control.namespaces_response_empty",
+            c,
+            "NamespacesResponse",
+            json!({"namespaces": []}),
+        ),
+        (
+            "control.events_lost",
+            c,
+            "EventsLost",
+            json!({"dropped": 1500}),
+        ),
     ]
 }
 
@@ -432,42 +551,38 @@ fn generate() -> Value {
         .map(|(n, f, e)| json!({"name": n, "frame": f, "error": e}))
         .collect();
     json!({"protocol_version": spark_proto::PROTOCOL_VERSION,
-        "notes": "Generated by crates/spark-proto/tests/vectors.rs. Integers are decimal; source_hash and checksum are big-endian hex strings of the numeric value; byte strings (data) are hex. 'frame' is the whole frame: header and payload.",
-        "vectors": vs, "invalid": inv})
+        "notes": "Generated by crates/spark-proto/tests/vectors.rs. Integers are decimal; source_hash and checksum are big-endian hex strings of the numeric value; byte strings (data) are hex. 'frame' is the whole frame: header and payload. xxh3_128: the XXH3-128 (seed 0) of 'length' bytes where byte i = (i * 7 + 3) mod 256.",
+        "vectors": vs, "invalid": inv, "xxh3_128": xxh3_table()})
+}
+
+/// The registry entry a vector's `message` names. Keyed cache messages are named per key (`ShaderGet`).
+fn info_of(message: &str) -> &'static MessageInfo {
+    messages::ALL
+        .iter()
+        .find(|i| i.vector_names().iter().any(|n| n == message))
+        .unwrap_or_else(|| panic!("vector message {message} is not in spark_proto::messages::ALL"))
 }
 
 fn msg_type_of(message: &str) -> u16 {
-    match message {
-        "Ping" => PING,
-        "Pong" => PONG,
-        "Version" => VERSION,
-        "VersionResponse" => VERSION_RESPONSE,
-        "Shutdown" => SHUTDOWN,
-        "ShutdownAck" => SHUTDOWN_ACK,
-        "Stats" => spark_proto::control::STATS,
-        "StatsResponse" => spark_proto::control::STATS_RESPONSE,
-        "Hello" => HELLO,
-        "HelloResponse" => HELLO_RESPONSE,
-        "RegisterSponsor" => REGISTER_SPONSOR,
-        "RegisterSponsorAck" => REGISTER_SPONSOR_ACK,
-        "ErrorResponse" => spark_proto::msg::ERROR,
-        "ShaderGet" | "AssetGet" => GET,
-        "ShaderPut" | "AssetPut" => PUT,
-        "ShaderPutStream" => PUT_STREAM,
-        "ShaderExists" | "AssetExists" => EXISTS,
-        "GetResponse" => GET_RESPONSE,
-        "PutResponse" => PUT_RESPONSE,
-        "StreamChunk" => spark_proto::msg::STREAM_CHUNK,
-        "StreamEnd" => spark_proto::msg::STREAM_END,
-        "ExistsResponse" => EXISTS_RESPONSE,
-        "Clear" => CLEAR,
-        "ClearResponse" => CLEAR_RESPONSE,
-        "CacheStatsRequest" => spark_proto::cache::STATS,
-        "CacheStats" => spark_proto::cache::STATS_RESPONSE,
-        "Invalidate" => INVALIDATE,
-        "InvalidateResponse" => INVALIDATE_RESPONSE,
-        other => panic!("unknown message {other}"),
-    }
+    info_of(message).msg_type
+}
+
+/// Lengths that reach every branch of XXH3-128: 0, 1–3, 4–8, 9–16, 17–128, 129–240 and > 240 bytes.
+const XXH3_LENGTHS: [usize; 7] = [0, 3, 8, 16, 100, 200, 1000];
+
+/// The check-value input: byte `i` is `(i * 7 + 3) mod 256`.
+fn xxh3_input(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + 3) % 256) as u8).collect()
+}
+
+fn xxh3_table() -> Vec<Value> {
+    XXH3_LENGTHS
+        .iter()
+        .map(|&len| {
+            json!({"name": format!("xxh3_128.len_{len}"), "length": len,
+                "checksum": format!("{:032x}", spark_proto::blob_checksum(&xxh3_input(len)))})
+        })
+        .collect()
 }
 
 #[test]
@@ -508,11 +623,22 @@ fn vectors_file_matches_codec() {
         // Decode the frame, then the payload, then encode again: byte-exact.
         let frame = Frame::decode_exact(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(frame.msg_type, msg_type_of(message), "{name}: message type");
+        let (again, rust_type) =
+            roundtrip(message, &frame.payload).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(again, frame.payload, "{name}: decode/encode differs");
         assert_eq!(
-            roundtrip(message, &frame.payload),
-            frame.payload,
-            "{name}: decode/encode differs"
+            rust_type, frame.msg_type,
+            "{name}: registry and Message::TYPE differ"
         );
+        // The registry's `exact` is what the decoder does (a trailing `bytes` field absorbs anything).
+        let info = info_of(message);
+        let longer = Bytes::from([&frame.payload[..], &[0u8]].concat());
+        let absorbs = info.fields.iter().any(|(_, t)| t.starts_with("bytes"));
+        match roundtrip(message, &longer) {
+            Err(ProtoError::TrailingBytes) => assert!(info.exact, "{name}: registry says lenient"),
+            Ok(_) => assert!(!info.exact || absorbs, "{name}: registry says exact"),
+            Err(e) => panic!("{name}: one more byte gives {e}"),
+        }
     }
     let invalid = doc["invalid"].as_array().unwrap();
     assert_eq!(invalid.len(), invalid_table().len());
@@ -526,5 +652,106 @@ fn vectors_file_matches_codec() {
             _ => "other",
         };
         assert_eq!(got, want, "{name}");
+    }
+    assert_eq!(
+        doc["xxh3_128"],
+        Value::Array(xxh3_table()),
+        "xxh3_128 check values"
+    );
+}
+
+/// Every message in the registry has a vector, on a service that carries it: a message added to spark-proto
+/// without one fails here (and the Python client, which checks itself against the file, follows).
+#[test]
+fn every_registered_message_has_a_vector() {
+    let text = std::fs::read_to_string(vectors_path()).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let vectors = doc["vectors"].as_array().unwrap();
+    let has = |message: &str, services: &[u16]| {
+        vectors.iter().any(|v| {
+            v["message"] == message && services.contains(&(v["service"].as_u64().unwrap() as u16))
+        })
+    };
+    let mut missing = Vec::new();
+    for info in messages::ALL {
+        let services: &[u16] = match info.service {
+            "control" => &[service::CONTROL],
+            "cache" => &[service::SHADER, service::ASSET],
+            "any" => &[service::CONTROL, service::SHADER, service::ASSET],
+            other => panic!("{}: unknown registry service {other}", info.name),
+        };
+        // A keyed message has one layout per key, so each key needs its own vector.
+        for name in info.vector_names() {
+            if !has(&name, services) {
+                missing.push(format!("{} {name}", info.service));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "messages without a vector: {missing:?}");
+}
+
+/// The registry is consistent: names unique, one message per (service, type), fields named.
+#[test]
+fn registry_is_consistent() {
+    let mut seen = std::collections::HashSet::new();
+    for info in messages::ALL {
+        for n in info.vector_names() {
+            assert!(seen.insert(n.clone()), "duplicate registry name {n}");
+        }
+        let clash = messages::ALL.iter().filter(|o| {
+            o.msg_type == info.msg_type
+                && (o.service == info.service || o.service == "any" || info.service == "any")
+        });
+        assert_eq!(
+            clash.count(),
+            1,
+            "{}: message type 0x{:04x} used twice",
+            info.name,
+            info.msg_type
+        );
+        assert!(
+            info.fields
+                .iter()
+                .all(|(n, t)| !n.is_empty() && !t.is_empty())
+        );
+    }
+    assert_eq!(CacheStats::INFO.fields.len(), CacheStats::FIELDS.len());
+    assert_eq!(
+        Put::<AssetKey>::INFO.fields,
+        &[("key", "key"), ("data", "bytes")]
+    );
+}
+
+/// The vectors and check values quoted in `docs/protocol.md` are the file's: the page is what client authors
+/// read first, so a stale quote there is a bug report waiting to happen.
+#[test]
+fn protocol_md_quotes_the_vector_file() {
+    let md = std::fs::read_to_string(vectors_path().with_file_name("protocol.md")).unwrap();
+    let doc = generate();
+    for v in doc["vectors"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let Some(at) = md.find(&format!("#### `{name}`")) else {
+            continue;
+        };
+        let section = &md[at..];
+        let end = section[4..]
+            .find("\n#### ")
+            .map_or(section.len(), |i| i + 4);
+        let frame = v["frame"].as_str().unwrap();
+        assert!(
+            section[..end].contains(&format!("```text\n{frame}\n```")),
+            "protocol.md's {name} does not quote the frame {frame}"
+        );
+    }
+    for c in doc["xxh3_128"].as_array().unwrap() {
+        let row = format!(
+            "| {} | `0x{}` |",
+            c["length"],
+            c["checksum"].as_str().unwrap()
+        );
+        assert!(
+            md.contains(&row),
+            "protocol.md 9.1 lacks the check value row {row}"
+        );
     }
 }
