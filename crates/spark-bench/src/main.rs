@@ -49,10 +49,10 @@ struct Args {
     /// Skip the Redis cases
     #[arg(long)]
     no_redis: bool,
-    /// Where the start-up cache directory is kept and the JSON goes [default: <target>/bench]
+    /// Where the start-up cache directory is kept and the JSON goes [default: TARGET_DIR/bench]
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
-    /// JSON output [default: <work-dir>/spark-bench.json, or spark-bench-smoke.json]
+    /// JSON output [default: WORK_DIR/spark-bench.json, or spark-bench-smoke.json]
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
     /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup

@@ -20,16 +20,16 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Root of the persistent caches; each namespace gets <root>/<name> [default: $XDG_CACHE_HOME/spark, else
+    /// Root of the persistent caches; each namespace gets DIR/NAME [default: $XDG_CACHE_HOME/spark, else
     /// ~/.cache/spark]
     #[arg(long, value_name = "DIR")]
     pub cache_root: Option<PathBuf>,
 
-    /// Shader cache directory [default: <cache-root>/shader]
+    /// Shader cache directory [default: CACHE_ROOT/shader]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
-    /// Asset cache directory [default: <cache-root>/asset]
+    /// Asset cache directory [default: CACHE_ROOT/asset]
     #[arg(long, value_name = "DIR")]
     pub asset_cache_dir: Option<PathBuf>,
 

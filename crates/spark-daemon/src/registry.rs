@@ -180,6 +180,13 @@ pub trait Service: Send + Sync + 'static {
         false
     }
 
+    /// Whether `frame` changes state (a put, a clear, an invalidation). The connection keeps effects in request
+    /// order: a write starts after every earlier request of its connection has finished, and any request
+    /// starts after every earlier write has. Requests that only read run concurrently.
+    fn is_write(&self, _frame: &Frame) -> bool {
+        false
+    }
+
     /// Handles one request. Requests of one connection may run concurrently; their replies are released in
     /// request order by the connection layer.
     fn handle(self: Arc<Self>, req: Request) -> BoxFuture<HandlerResult>;

@@ -337,3 +337,62 @@ fn on_disconnect_runs_once_for_every_way_a_connection_ends() {
         "no connection reported twice: {ids:?}"
     );
 }
+
+#[test]
+fn pipelined_requests_take_effect_in_request_order() {
+    use spark_client::spark_proto::cache::{Get, GetResponse, GetStatus, Put, ShaderKey};
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let key = ShaderKey {
+        source_hash: 42,
+        target: 1,
+        stage: 2,
+    };
+    // Put v0, Get, Put v1, Get, …: concurrent execution must not let a Get overtake the Put before it,
+    // nor a Put overtake the Get before it. Values alternate in size so some puts go to disk slower.
+    let mut frames = Vec::new();
+    for i in 0..64u32 {
+        let len = if i % 2 == 0 { 200_000 } else { 16 };
+        let mut v = vec![(i % 251) as u8; len];
+        v[..4].copy_from_slice(&i.to_le_bytes());
+        frames.push(
+            Put {
+                key,
+                data: Bytes::from(v),
+            }
+            .to_frame(service::SHADER)
+            .unwrap(),
+        );
+        frames.push(Get { key }.to_frame(service::SHADER).unwrap());
+    }
+    let replies = c.pipeline(&frames).unwrap();
+    for i in 0..64usize {
+        let g = GetResponse::decode(&replies[2 * i + 1].as_ref().unwrap().payload).unwrap();
+        let GetStatus::Inline(b) = g.status else {
+            panic!("get {i} missed the put pipelined before it")
+        };
+        assert_eq!(
+            u32::from_le_bytes(b[..4].try_into().unwrap()),
+            i as u32,
+            "get {i} saw the put before it"
+        );
+    }
+    // A one-way put is visible to the get sent after it.
+    let k2 = ShaderKey {
+        source_hash: 43,
+        ..key
+    };
+    c.send_one_way(
+        &Put {
+            key: k2,
+            data: Bytes::from_static(b"one-way"),
+        }
+        .to_frame(service::SHADER)
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.shader().get(&k2).unwrap(),
+        Some(Bytes::from_static(b"one-way"))
+    );
+}

@@ -11,7 +11,7 @@ use spark_proto::{
     ErrorCode, ErrorResponse, Frame, FrameHeader, HEADER_LEN, ProtoError, msg, service,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -99,6 +99,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Resolves once one request's handler has finished (or was dropped).
+type Done = watch::Receiver<bool>;
+
+/// Keeps one connection's effects in request order while its requests execute concurrently: a request that
+/// changes state starts only after every earlier request has finished; one that only reads starts only after
+/// every earlier state-changing request has finished. Reads between two writes run concurrently.
+#[derive(Default)]
+struct EffectOrder {
+    /// The latest write still running (it waited for everything before it).
+    last_write: Option<Done>,
+    /// Reads started since that write and still running.
+    reads: Vec<Done>,
+}
+
+impl EffectOrder {
+    /// What a new request must wait for before it starts.
+    fn deps(&mut self, write: bool) -> Vec<Done> {
+        self.reads.retain(|d| !*d.borrow());
+        if self.last_write.as_ref().is_some_and(|d| *d.borrow()) {
+            self.last_write = None;
+        }
+        let mut deps: Vec<Done> = self.last_write.iter().cloned().collect();
+        if write {
+            deps.append(&mut self.reads);
+        }
+        deps
+    }
+
+    /// Records a request that is still running.
+    fn running(&mut self, write: bool, done: Done) {
+        if write {
+            self.last_write = Some(done);
+            self.reads.clear();
+        } else {
+            self.reads.push(done);
+        }
+    }
+}
+
 /// The upload stream in progress on this connection.
 struct Upload {
     service: u16,
@@ -112,6 +151,7 @@ pub(crate) struct Reader<'a, R> {
     pub registry: &'a Registry,
     pub slots: mpsc::Sender<Slot>,
     upload: Option<Upload>,
+    order: EffectOrder,
     /// Set when the writer was seen to stop (a finished task must not be awaited twice).
     writer_end: Option<End>,
 }
@@ -135,6 +175,7 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
             registry,
             slots,
             upload: None,
+            order: EffectOrder::default(),
             writer_end: None,
         }
     }
@@ -229,11 +270,14 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
     }
 
     /// Starts a request's handler. One that finishes at once (a memory hit, a ping) is answered without a task
-    /// of its own; any other runs in its own task, so later requests need not wait for it.
+    /// of its own; any other runs in its own task, so later requests need not wait for it. A request whose
+    /// effects must follow an earlier one's ([`EffectOrder`]) waits for it in that task.
     fn start(&mut self, frame: Frame) -> Pending {
         let Some(svc) = self.registry.get(frame.service).cloned() else {
             return Pending::Ready(Err(HandlerError::Reply(unknown_service(frame.service))));
         };
+        let write = svc.is_write(&frame);
+        let deps = self.order.deps(write);
         let upload = svc.opens_upload(&frame).then(|| {
             let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
             self.upload = Some(Upload {
@@ -248,12 +292,22 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
             upload,
         };
         let mut fut = svc.handle(req);
-        if let Some(r) = poll_once(&mut fut) {
+        if deps.is_empty()
+            && let Some(r) = poll_once(&mut fut)
+        {
             return Pending::Ready(r);
         }
+        let (done_tx, done_rx) = watch::channel(false);
+        self.order.running(write, done_rx);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let _ = tx.send(fut.await);
+            for mut d in deps {
+                // An error means the earlier request's task is gone: finished as far as order goes.
+                let _ = d.wait_for(|done| *done).await;
+            }
+            let r = fut.await;
+            done_tx.send_replace(true);
+            let _ = tx.send(r);
         });
         Pending::Running(rx)
     }

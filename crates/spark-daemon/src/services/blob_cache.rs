@@ -53,6 +53,11 @@ impl<K: CacheKey> BlobCache<K> {
         })
     }
 
+    /// Whether `frame` changes the cache (so later requests on its connection see its effect).
+    pub fn is_write(frame: &Frame) -> bool {
+        matches!(frame.msg_type, PUT | PUT_STREAM | CLEAR | INVALIDATE)
+    }
+
     /// Whether `frame` opens an upload: a PutStream whose header decodes. One that does not is answered
     /// Malformed at once, and the chunks after it are dropped as strays.
     pub fn opens_upload(frame: &Frame) -> bool {

@@ -74,6 +74,10 @@ impl Service for AssetService {
         &["asset-cache", "invalidate"]
     }
 
+    fn is_write(&self, frame: &Frame) -> bool {
+        BlobCache::<AssetKey>::is_write(frame)
+    }
+
     fn opens_upload(&self, frame: &Frame) -> bool {
         BlobCache::<AssetKey>::opens_upload(frame)
     }

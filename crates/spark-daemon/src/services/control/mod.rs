@@ -150,6 +150,11 @@ impl Service for ControlService {
         Self::CAPABILITIES
     }
 
+    /// Shutdown and sponsor registration change the daemon's state; Hello records the client.
+    fn is_write(&self, frame: &spark_proto::Frame) -> bool {
+        matches!(frame.msg_type, SHUTDOWN | REGISTER_SPONSOR | HELLO)
+    }
+
     fn handle(self: Arc<Self>, req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
             match req.frame.msg_type {

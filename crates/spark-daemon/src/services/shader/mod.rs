@@ -36,6 +36,10 @@ impl Service for ShaderService {
         &["shader-cache"]
     }
 
+    fn is_write(&self, frame: &Frame) -> bool {
+        BlobCache::<ShaderKey>::is_write(frame)
+    }
+
     fn opens_upload(&self, frame: &Frame) -> bool {
         BlobCache::<ShaderKey>::opens_upload(frame)
     }
