@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 use spark_proto::cache::*;
 use spark_proto::{BlobHasher, ErrorCode, MAX_PAYLOAD, Message, msg};
-use spark_store::{ColdRead, Lookup, PutWriter, Store, StoreError};
+use spark_store::{ColdRead, Lookup, PutWriter, Store, StoreError, StoreStats};
 
 use crate::conn::ConnError;
 use crate::registry::{HandlerError, Request, unknown_message};
@@ -290,7 +290,7 @@ impl<K: CacheKey> BlobCache<K> {
 
     async fn stats(&self, req: &mut Request<'_>) -> Result<(), HandlerError> {
         let _: Stats = req.decode()?;
-        req.reply(&self.store.stats()).await
+        req.reply(&wire_stats(&self.store.stats())).await
     }
 
     /// For services' own messages: an unknown type.
@@ -309,4 +309,21 @@ pub fn store_error(e: StoreError) -> HandlerError {
         StoreError::NewerFormat { .. } | StoreError::Io { .. } => ErrorCode::Io,
     };
     HandlerError::reply(code, e.to_string())
+}
+
+/// The store's statistics as the wire reports them (the store does not depend on the protocol).
+fn wire_stats(s: &StoreStats) -> CacheStats {
+    CacheStats {
+        hits: s.hits,
+        misses: s.misses,
+        puts: s.puts,
+        entries: s.entries,
+        entries_in_memory: s.entries_in_memory,
+        bytes_in_memory: s.bytes_in_memory,
+        bytes_on_disk: s.bytes_on_disk,
+        evictions: s.evictions,
+        corrupt_dropped: s.corrupt_dropped,
+        memory_budget: s.memory_budget,
+        disk_budget: s.disk_budget,
+    }
 }
