@@ -101,8 +101,8 @@ pub fn blob_hasher(header: &[u8; BLOB_HEADER_LEN], key: &[u8]) -> Xxh3 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobFrame {
     pub header: [u8; BLOB_HEADER_LEN],
-    /// XXH3-128 over header, key and body: the trailer, and what the index records.
-    pub checksum: u128,
+    /// XXH3-128 over header, key and body, little-endian.
+    pub trailer: [u8; BLOB_TRAILER_LEN],
 }
 
 impl BlobFrame {
@@ -116,30 +116,26 @@ impl BlobFrame {
         h.update(body);
         BlobFrame {
             header,
-            checksum: h.digest128(),
+            trailer: h.digest128().to_le_bytes(),
         }
     }
 
-    /// The file's bytes in order: header, key, body, trailer (written piecewise, large bodies are not copied).
-    pub fn parts<'a>(
-        &'a self,
-        key: &'a [u8],
-        body: &'a [u8],
-        trailer: &'a [u8; BLOB_TRAILER_LEN],
-    ) -> [&'a [u8]; 4] {
-        [&self.header, key, body, trailer]
+    /// The file checksum, which the index records.
+    pub fn checksum(&self) -> u128 {
+        u128::from_le_bytes(self.trailer)
     }
 
-    pub fn trailer(&self) -> [u8; BLOB_TRAILER_LEN] {
-        self.checksum.to_le_bytes()
+    /// The file's bytes in order: header, key, body, trailer (for writing piecewise: a large body is not
+    /// copied).
+    pub fn parts<'a>(&'a self, key: &'a [u8], body: &'a [u8]) -> [&'a [u8]; 4] {
+        [&self.header, key, body, &self.trailer]
     }
 }
 
 /// A whole blob file for `key` and `body`, and its checksum: the inverse of [`parse_blob`].
 pub fn encode_blob(key: &[u8], body: &[u8]) -> (Vec<u8>, u128) {
     let frame = BlobFrame::new(key, body);
-    let trailer = frame.trailer();
-    (frame.parts(key, body, &trailer).concat(), frame.checksum)
+    (frame.parts(key, body).concat(), frame.checksum())
 }
 
 /// Parses a whole small blob file held in memory; returns the key and body ranges after verifying the

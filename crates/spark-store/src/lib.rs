@@ -26,9 +26,9 @@
 //! | `lru` | both tiers' exact LRU: ticks, victim queues, eviction, promotion into memory |
 //! | `stream` | the cold read path, the verifying [`BlobReader`], the streamed [`PutWriter`] |
 //! | `recovery` | open and replay, recovery before serving, trimming at start, the sweep and adoption |
-//! | [`backend`] | where blob bytes live: the [`backend::BlobBackend`] seam and its one-file-per-blob backend |
+//! | [`backend`] | where blob bytes live: the [`backend::BlobBackend`] seam, and files (one per blob) |
 //! | `index_log` | the append-only index log: replay, append, atomic rewrite |
-//! | [`format`] | the on-disk byte codecs (format v1), pure and fuzzed |
+//! | [`format`](mod@format) | the on-disk byte codecs (format v1), pure and fuzzed |
 //! | `platform` | every platform-specific file call (`O_NOFOLLOW`, modes, directory fsync) |
 //! | `stats` | [`StoreStats`] |
 //!

@@ -176,7 +176,7 @@ impl Store {
                         .counters
                         .corrupt_dropped
                         .fetch_add(1, Ordering::Relaxed);
-                    warn!(store = %self.inner.cfg.name, location = ?loc, "dropped a corrupt unindexed blob file");
+                    warn!(store = %self.inner.cfg.name, location = ?loc, "dropped a corrupt unindexed blob");
                     o.losers.push(loc);
                 }
             }

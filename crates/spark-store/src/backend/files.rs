@@ -144,10 +144,9 @@ impl BlobBackend for FileBackend {
     /// Temp file, (fsync), rename into place.
     fn write(&self, id: u64, key: &[u8], body: &[u8]) -> Result<Written, StoreError> {
         let frame = BlobFrame::new(key, body);
-        let trailer = frame.trailer();
         let (mut f, tmp) = self.dirs.create_tmp(id)?;
         let res = (|| {
-            let parts = frame.parts(key, body, &trailer);
+            let parts = frame.parts(key, body);
             if body.len() <= ONE_WRITE_MAX {
                 f.write_all(&parts.concat())?;
             } else {
@@ -168,7 +167,7 @@ impl BlobBackend for FileBackend {
         self.dirs.install(&tmp, id)?;
         Ok(Written {
             loc: Location::File { id },
-            checksum: frame.checksum,
+            checksum: frame.checksum(),
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The engine never names a file. It asks a [`BlobBackend`] to write a blob and keeps the [`Location`] and
 //! checksum it gets back in the index entry (and, through the index log, across restarts); it hands that
-//! location back to read, remove, or verify the blob. Today's backend is [`files::FileBackend`], one file
+//! location back to read, remove, or verify the blob. Today's backend is `files::FileBackend`, one file
 //! per blob. A pack-file backend (many small blobs appended to a few large files, for filesystems where a
 //! file per shader costs more than the shader) would add a `Location::Pack { pack, offset, len }` variant,
 //! a record kind for it in the index log (`index_log::put_record`), and an implementation of this trait;
@@ -23,7 +23,7 @@ use crate::{StoreError, SweepReport};
 /// order by when they were written; recovery keeps the newest blob per key by this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Location {
-    /// The file `blobs/<ff>/<id>.blob` of [`files::FileBackend`]; the id is the blob id it was written with.
+    /// The file `blobs/<ff>/<id>.blob` of `files::FileBackend`; the id is the blob id it was written with.
     File { id: u64 },
 }
 
