@@ -41,7 +41,8 @@ pub enum FormatError {
     Invalid(&'static str),
 }
 
-/// A parsed blob header.
+/// A parsed blob header. Layout: `[0, 8)` magic, `[8, 12)` key length, `[12, 20)` body length; then the key,
+/// the body, and the 16-byte trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobHeader {
     pub key_len: u32,

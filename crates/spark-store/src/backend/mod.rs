@@ -8,6 +8,11 @@
 //! a record kind for it in the index log (`index_log::put_record`), and an implementation of this trait;
 //! eviction, streaming, the victim queues and the public API stay as they are.
 //!
+//! The seam sits above the byte format on purpose. redb's `StorageBackend` is a byte device (`len`, `read`
+//! at an offset, `write`, `set_len`, `sync_data`) under one file whose layout redb owns; here each backend
+//! owns its layout (a pack file frames and indexes blobs differently from a file per blob), so the trait
+//! speaks in whole blobs and locations, and each backend documents its byte layout next to its code.
+//!
 //! What stays with the engine: blob ids (unique and growing, reserved in the index log, so a later run can
 //! tell earlier runs' leftovers from its own), what is indexed, LRU, budgets and every decision to drop an
 //! entry. What a backend owns: its bytes on disk, their framing and checksums, crash-safe publication (a
