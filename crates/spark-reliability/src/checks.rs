@@ -137,8 +137,8 @@ pub fn check_payloads(data: &[u8]) {
     roundtrip::<cache::InvalidateResponse>(&p, Exact);
 }
 
-/// A v1 "Clear" record, which no sparkd writes but format v1 defines (it decodes to nothing to apply): the
-/// fuzz inputs keep producing it, so replay keeps meeting it.
+/// A v1 "Clear" record (kind 3): format v1 defines it and no sparkd writes it, so the store has no encoder
+/// for it. It decodes as a record with nothing to apply; the fuzz inputs keep it so that stays tested.
 pub fn legacy_clear_record(out: &mut Vec<u8>) {
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&[3]).to_le_bytes());
