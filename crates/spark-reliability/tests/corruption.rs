@@ -207,7 +207,7 @@ fn damaged_blob_behind_a_torn_index_tail_is_counted_not_adopted() {
             last = Some((off, rec));
             off += n;
         }
-        let Some((at, Record::Put { key, file_id, .. })) = last else {
+        let Some((at, Some(Record::Put { key, file_id, .. }))) = last else {
             panic!("the log ends with a Put")
         };
         std::fs::write(dir.join("index.log"), &log[..at + 5]).unwrap();

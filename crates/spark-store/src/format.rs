@@ -41,7 +41,8 @@ pub enum FormatError {
     Invalid(&'static str),
 }
 
-/// A parsed blob header.
+/// A parsed blob header. Layout: `[0, 8)` magic, `[8, 12)` key length, `[12, 20)` body length; then the key,
+/// the body, and the 16-byte trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobHeader {
     pub key_len: u32,
@@ -95,22 +96,47 @@ pub fn blob_hasher(header: &[u8; BLOB_HEADER_LEN], key: &[u8]) -> Xxh3 {
     h
 }
 
-/// A whole blob file for `key` and `body`, and its checksum: the inverse of [`parse_blob`] (tests, tools).
-pub fn encode_blob(key: &[u8], body: &[u8]) -> (Vec<u8>, u128) {
-    let header = BlobHeader {
-        key_len: key.len() as u32,
-        body_len: body.len() as u64,
+/// The framing of a blob file around its key and body: the header before them and the checksum trailer
+/// after. The one encoder of blob files: whole-blob writes, tests and tools all go through it (a streamed
+/// write produces the same bytes from [`BlobHeader::encode`] and [`blob_hasher`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobFrame {
+    pub header: [u8; BLOB_HEADER_LEN],
+    /// XXH3-128 over header, key and body, little-endian.
+    pub trailer: [u8; BLOB_TRAILER_LEN],
+}
+
+impl BlobFrame {
+    pub fn new(key: &[u8], body: &[u8]) -> Self {
+        let header = BlobHeader {
+            key_len: key.len() as u32,
+            body_len: body.len() as u64,
+        }
+        .encode();
+        let mut h = blob_hasher(&header, key);
+        h.update(body);
+        BlobFrame {
+            header,
+            trailer: h.digest128().to_le_bytes(),
+        }
     }
-    .encode();
-    let mut h = blob_hasher(&header, key);
-    h.update(body);
-    let sum = h.digest128();
-    let mut f = Vec::with_capacity(BLOB_HEADER_LEN + key.len() + body.len() + BLOB_TRAILER_LEN);
-    f.extend_from_slice(&header);
-    f.extend_from_slice(key);
-    f.extend_from_slice(body);
-    f.extend_from_slice(&sum.to_le_bytes());
-    (f, sum)
+
+    /// The file checksum, which the index records.
+    pub fn checksum(&self) -> u128 {
+        u128::from_le_bytes(self.trailer)
+    }
+
+    /// The file's bytes in order: header, key, body, trailer (for writing piecewise: a large body is not
+    /// copied).
+    pub fn parts<'a>(&'a self, key: &'a [u8], body: &'a [u8]) -> [&'a [u8]; 4] {
+        [&self.header, key, body, &self.trailer]
+    }
+}
+
+/// A whole blob file for `key` and `body`, and its checksum: the inverse of [`parse_blob`].
+pub fn encode_blob(key: &[u8], body: &[u8]) -> (Vec<u8>, u128) {
+    let frame = BlobFrame::new(key, body);
+    (frame.parts(key, body).concat(), frame.checksum())
 }
 
 /// Parses a whole small blob file held in memory; returns the key and body ranges after verifying the
@@ -143,8 +169,6 @@ pub enum Record {
     },
     /// `key` was removed, if it still maps to `file_id`.
     Del { key: Vec<u8>, file_id: u64 },
-    /// Every earlier record is void.
-    Clear,
     /// Blob file ids below `up_to` may be in use: a later run starts above it, so it can tell files of
     /// earlier runs (the sweep's business) from its own.
     Reserve { up_to: u64 },
@@ -152,15 +176,40 @@ pub enum Record {
 
 const KIND_PUT: u8 = 1;
 const KIND_DEL: u8 = 2;
+/// "Clear: every earlier record is void". Format v1 defines it but no sparkd ever wrote it (the store
+/// rewrites the log instead), so it has no [`Record`] variant; it still decodes, as a record with nothing to
+/// apply, so a log holding one is not mistaken for damage.
 const KIND_CLEAR: u8 = 3;
 const KIND_RESERVE: u8 = 4;
 
 /// Record framing: `u32` length of what follows the checksum, `u64` XXH3-64 of it, then the body.
 pub const RECORD_PREFIX: usize = 4 + 8;
 
+/// Body of a Put record without its key: kind, file id, body length, checksum, key length.
+const PUT_FIXED: usize = 1 + 8 + 8 + 16 + 4;
+/// Body of a Del record without its key: kind, file id, key length.
+const DEL_FIXED: usize = 1 + 8 + 4;
+const RESERVE_LEN: usize = 1 + 8;
+
+/// Encoded size of a Put record for a key of `key_len` bytes (the index counts its live records by it).
+pub fn put_record_len(key_len: usize) -> u64 {
+    (RECORD_PREFIX + PUT_FIXED + key_len) as u64
+}
+
 impl Record {
+    /// Size of this record encoded.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_PREFIX
+            + match self {
+                Record::Put { key, .. } => PUT_FIXED + key.len(),
+                Record::Del { key, .. } => DEL_FIXED + key.len(),
+                Record::Reserve { .. } => RESERVE_LEN,
+            }
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
+        out.reserve(self.encoded_len());
         out.extend_from_slice(&[0u8; RECORD_PREFIX]);
         match self {
             Record::Put {
@@ -182,20 +231,21 @@ impl Record {
                 out.extend_from_slice(&(key.len() as u32).to_le_bytes());
                 out.extend_from_slice(key);
             }
-            Record::Clear => out.push(KIND_CLEAR),
             Record::Reserve { up_to } => {
                 out.push(KIND_RESERVE);
                 out.extend_from_slice(&up_to.to_le_bytes());
             }
         }
+        debug_assert_eq!(out.len() - start, self.encoded_len());
         let body_len = (out.len() - start - RECORD_PREFIX) as u32;
         let sum = xxh3_64(&out[start + RECORD_PREFIX..]);
         out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
         out[start + 4..start + 12].copy_from_slice(&sum.to_le_bytes());
     }
 
-    /// Parses the record at the start of `b`; returns it and its encoded length.
-    pub fn decode(b: &[u8]) -> Result<(Record, usize), FormatError> {
+    /// Parses the record at the start of `b`; returns it and its encoded length. `None`: a valid record
+    /// with nothing to apply (a v1 Clear, which no sparkd writes; replay skips it).
+    pub fn decode(b: &[u8]) -> Result<(Option<Record>, usize), FormatError> {
         if b.len() < RECORD_PREFIX {
             return Err(FormatError::Truncated);
         }
@@ -231,7 +281,12 @@ impl Record {
                 let key = r.key()?;
                 Record::Del { key, file_id }
             }
-            KIND_CLEAR => Record::Clear,
+            KIND_CLEAR => {
+                if r.pos != body.len() {
+                    return Err(FormatError::Invalid("record has trailing bytes"));
+                }
+                return Ok((None, total));
+            }
             KIND_RESERVE => Record::Reserve { up_to: r.u64()? },
             _ => return Err(FormatError::Invalid("record kind")),
         };
@@ -251,7 +306,7 @@ impl Record {
             }
             _ => {}
         }
-        Ok((rec, total))
+        Ok((Some(rec), total))
     }
 }
 
@@ -333,17 +388,19 @@ mod tests {
                 key: vec![0; 300],
                 file_id: 7,
             },
-            Record::Clear,
             Record::Reserve { up_to: 1 << 40 },
         ];
         let mut buf = Vec::new();
         for r in &recs {
+            let before = buf.len();
             r.encode(&mut buf);
+            assert_eq!(buf.len() - before, r.encoded_len());
         }
+        assert_eq!(recs[0].encoded_len() as u64, put_record_len(1));
         let mut off = 0;
         for r in &recs {
             let (got, n) = Record::decode(&buf[off..]).unwrap();
-            assert_eq!(&got, r);
+            assert_eq!(got.as_ref(), Some(r));
             off += n;
         }
         assert_eq!(off, buf.len());
@@ -352,10 +409,19 @@ mod tests {
             b[i] ^= 0x40;
             // Any single flipped byte either breaks the first record or a later one; never a wrong record.
             if let Ok((r, _)) = Record::decode(&b) {
-                assert_eq!(r, recs[0]);
+                assert_eq!(r.as_ref(), Some(&recs[0]));
             }
         }
         assert_eq!(Record::decode(&buf[..5]), Err(FormatError::Truncated));
+    }
+
+    #[test]
+    fn a_v1_clear_record_decodes_to_nothing() {
+        // As an old log would hold it: length 1, XXH3-64 of the body, the kind byte.
+        let mut b = vec![1, 0, 0, 0];
+        b.extend_from_slice(&xxh3_64(&[KIND_CLEAR]).to_le_bytes());
+        b.push(KIND_CLEAR);
+        assert_eq!(Record::decode(&b), Ok((None, b.len())));
     }
 
     #[test]

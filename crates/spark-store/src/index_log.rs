@@ -5,12 +5,13 @@
 //! store can recover the lost entries from the blob files themselves.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
+use crate::backend::Location;
 use crate::format::{INDEX_MAGIC, INDEX_MAGIC_PREFIX, Record};
+use crate::platform;
 
 pub(crate) struct IndexLog {
     path: PathBuf,
@@ -29,6 +30,29 @@ pub(crate) struct Replay {
     pub damaged_mid_log: bool,
 }
 
+/// The record that says `key` now lives at `loc`: the one place a [`Location`] becomes a log record, so a
+/// new kind of location is a new record kind here and nowhere else.
+pub(crate) fn put_record(key: &[u8], loc: Location, body_len: u64, checksum: u128) -> Record {
+    match loc {
+        Location::File { id } => Record::Put {
+            key: key.to_vec(),
+            file_id: id,
+            body_len,
+            checksum,
+        },
+    }
+}
+
+/// The record that says `key` no longer lives at `loc`.
+pub(crate) fn del_record(key: &[u8], loc: Location) -> Record {
+    match loc {
+        Location::File { id } => Record::Del {
+            key: key.to_vec(),
+            file_id: id,
+        },
+    }
+}
+
 impl IndexLog {
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("index.log")
@@ -38,111 +62,20 @@ impl IndexLog {
     pub fn open(
         dir: &Path,
         fsync: bool,
-        mut apply: impl FnMut(Record),
+        apply: impl FnMut(Record),
     ) -> Result<(IndexLog, Replay), StoreError> {
         let path = Self::path(dir);
-        let mut data = Vec::new();
-        // A symlink here was planted: never read or append through it. Drop it and rebuild the index from
-        // the blob files, as for a damaged log.
-        let planted = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-        if planted {
-            tracing::warn!(
-                "{} is a symlink; removing it and recovering the index from the blob files",
-                path.display()
-            );
-            std::fs::remove_file(&path).map_err(|e| StoreError::io("remove symlink", &path, e))?;
-        }
-        match OpenOptions::new()
-            .read(true)
-            .custom_flags(nofollow())
-            .open(&path)
-        {
-            Ok(mut f) => {
-                f.read_to_end(&mut data)
-                    .map_err(|e| StoreError::io("read", &path, e))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io("open", &path, e)),
-        }
-        let mut replay = Replay {
-            damaged_bytes: 0,
-            damaged_mid_log: planted,
-        };
-        let mut good_end = INDEX_MAGIC.len();
-        if data.len() < INDEX_MAGIC.len() {
-            // Missing, or cut short while being created: start afresh.
-            replay.damaged_bytes = data.len() as u64;
-            data.clear();
-        } else if &data[..INDEX_MAGIC.len()] != INDEX_MAGIC {
-            if &data[..INDEX_MAGIC_PREFIX.len()] == INDEX_MAGIC_PREFIX {
-                return Err(StoreError::NewerFormat {
-                    path,
-                    found: String::from_utf8_lossy(&data[..INDEX_MAGIC.len()]).into_owned(),
-                });
-            }
-            // A damaged header: everything in it is suspect, recover from the blob files.
-            replay.damaged_bytes = data.len() as u64;
-            replay.damaged_mid_log = true;
-            data.clear();
-        } else {
-            let mut off = INDEX_MAGIC.len();
-            while off < data.len() {
-                match Record::decode(&data[off..]) {
-                    Ok((rec, n)) => {
-                        apply(rec);
-                        off += n;
-                        good_end = off;
-                    }
-                    Err(_) => match resync(&data, off + 1) {
-                        Some(next) => {
-                            replay.damaged_bytes += (next - off) as u64;
-                            replay.damaged_mid_log = true;
-                            off = next;
-                        }
-                        None => {
-                            replay.damaged_bytes += (data.len() - off) as u64;
-                            break;
-                        }
-                    },
-                }
-            }
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .custom_flags(nofollow())
-            .open(&path)
-            .map_err(|e| StoreError::io("open", &path, e))?;
-        if data.is_empty() {
-            file.set_len(0)
-                .map_err(|e| StoreError::io("truncate", &path, e))?;
-            file.write_all(INDEX_MAGIC)
-                .map_err(|e| StoreError::io("write", &path, e))?;
-            good_end = INDEX_MAGIC.len();
-        } else if good_end < data.len() {
-            // Cut off a torn tail so new records do not follow garbage. (Mid-log damage is removed later,
-            // when the store rewrites the log.)
-            if !replay.damaged_mid_log {
-                file.set_len(good_end as u64)
-                    .map_err(|e| StoreError::io("truncate", &path, e))?;
-            } else {
-                good_end = data.len();
-            }
-        }
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(good_end as u64))
-            .map_err(|e| StoreError::io("seek", &path, e))?;
-        if fsync {
-            file.sync_all()
-                .map_err(|e| StoreError::io("fsync", &path, e))?;
-        }
+        let planted = remove_planted_symlink(&path)?;
+        let mut data = read_existing(&path)?;
+        let (mut replay, good_end) = replay_bytes(&path, &mut data, apply)?;
+        replay.damaged_mid_log |= planted;
+        let file = open_for_append(&path, &data, good_end, &replay, fsync)?;
+        let len = file.len;
         Ok((
             IndexLog {
                 path,
-                file,
-                len: good_end as u64,
+                file: file.file,
+                len,
                 fsync,
                 buf: Vec::with_capacity(256),
             },
@@ -157,8 +90,7 @@ impl IndexLog {
         if let Err(e) = self.file.write_all(&self.buf) {
             // A partial append would be a torn record in the middle of the log: cut it off again.
             let _ = self.file.set_len(self.len);
-            use std::io::Seek;
-            let _ = self.file.seek(std::io::SeekFrom::Start(self.len));
+            let _ = self.file.seek(SeekFrom::Start(self.len));
             return Err(StoreError::io("append to", &self.path, e));
         }
         self.len += self.buf.len() as u64;
@@ -181,19 +113,17 @@ impl IndexLog {
         // Never write through whatever is already at the temp path (a planted symlink would redirect the
         // rewrite outside the cache): remove it and create the file afresh.
         let _ = std::fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .read(true)
-            .custom_flags(nofollow())
-            .open(&tmp)
-            .map_err(|e| StoreError::io("create", &tmp, e))?;
+        let mut f = platform::open_no_follow(
+            OpenOptions::new().create_new(true).write(true).read(true),
+            &tmp,
+        )
+        .map_err(|e| StoreError::io("create", &tmp, e))?;
         f.write_all(&out)
             .map_err(|e| StoreError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| StoreError::io("rename", &tmp, e))?;
         if let Some(dir) = self.path.parent() {
-            sync_dir(dir);
+            platform::sync_dir(dir);
         }
         self.file = f;
         self.len = out.len() as u64;
@@ -201,18 +131,147 @@ impl IndexLog {
     }
 }
 
-fn nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+/// A symlink at the log's path was planted: never read or append through it. Drops it (the index is then
+/// rebuilt from the blob files, as for a damaged log); returns whether there was one.
+fn remove_planted_symlink(path: &Path) -> Result<bool, StoreError> {
+    let planted = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if planted {
+        tracing::warn!(
+            "{} is a symlink; removing it and recovering the index from the blob files",
+            path.display()
+        );
+        std::fs::remove_file(path).map_err(|e| StoreError::io("remove symlink", path, e))?;
+    }
+    Ok(planted)
+}
+
+/// The log's bytes; empty when there is none yet.
+fn read_existing(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut data = Vec::new();
+    match platform::open_no_follow(OpenOptions::new().read(true), path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut data)
+                .map_err(|e| StoreError::io("read", path, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("open", path, e)),
+    }
+    Ok(data)
+}
+
+/// Checks the magic and replays the records after it. Returns what replay found and where the last valid
+/// record ends; `data` is emptied when the log must start afresh (missing, cut short, or a damaged header).
+fn replay_bytes(
+    path: &Path,
+    data: &mut Vec<u8>,
+    apply: impl FnMut(Record),
+) -> Result<(Replay, usize), StoreError> {
+    let mut replay = Replay {
+        damaged_bytes: 0,
+        damaged_mid_log: false,
+    };
+    if data.len() < INDEX_MAGIC.len() {
+        // Missing, or cut short while being created: start afresh.
+        replay.damaged_bytes = data.len() as u64;
+        data.clear();
+    } else if &data[..INDEX_MAGIC.len()] != INDEX_MAGIC {
+        if &data[..INDEX_MAGIC_PREFIX.len()] == INDEX_MAGIC_PREFIX {
+            return Err(StoreError::NewerFormat {
+                path: path.to_path_buf(),
+                found: String::from_utf8_lossy(&data[..INDEX_MAGIC.len()]).into_owned(),
+            });
+        }
+        // A damaged header: everything in it is suspect, recover from the blob files.
+        replay.damaged_bytes = data.len() as u64;
+        replay.damaged_mid_log = true;
+        data.clear();
+    } else {
+        let good_end = replay_records(data, &mut replay, apply);
+        return Ok((replay, good_end));
+    }
+    Ok((replay, INDEX_MAGIC.len()))
+}
+
+/// Applies every valid record after the magic, skipping damage; returns where the last valid record ends.
+fn replay_records(data: &[u8], replay: &mut Replay, mut apply: impl FnMut(Record)) -> usize {
+    let mut off = INDEX_MAGIC.len();
+    let mut good_end = off;
+    while off < data.len() {
+        match Record::decode(&data[off..]) {
+            Ok((rec, n)) => {
+                if let Some(rec) = rec {
+                    apply(rec);
+                }
+                off += n;
+                good_end = off;
+            }
+            Err(_) => match resync(data, off + 1) {
+                Some(next) => {
+                    replay.damaged_bytes += (next - off) as u64;
+                    replay.damaged_mid_log = true;
+                    off = next;
+                }
+                None => {
+                    replay.damaged_bytes += (data.len() - off) as u64;
+                    break;
+                }
+            },
+        }
+    }
+    good_end
+}
+
+struct Appendable {
+    file: File,
+    len: u64,
+}
+
+/// Opens the log for appending after the last valid record: writes the magic into a fresh log and cuts off
+/// a torn tail, so new records never follow garbage.
+fn open_for_append(
+    path: &Path,
+    data: &[u8],
+    mut good_end: usize,
+    replay: &Replay,
+    fsync: bool,
+) -> Result<Appendable, StoreError> {
+    let mut file = platform::open_no_follow(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true),
+        path,
+    )
+    .map_err(|e| StoreError::io("open", path, e))?;
+    if data.is_empty() {
+        file.set_len(0)
+            .map_err(|e| StoreError::io("truncate", path, e))?;
+        file.write_all(INDEX_MAGIC)
+            .map_err(|e| StoreError::io("write", path, e))?;
+        good_end = INDEX_MAGIC.len();
+    } else if good_end < data.len() {
+        // Mid-log damage stays until the store rewrites the log (it recovers from the blob files first).
+        if !replay.damaged_mid_log {
+            file.set_len(good_end as u64)
+                .map_err(|e| StoreError::io("truncate", path, e))?;
+        } else {
+            good_end = data.len();
+        }
+    }
+    file.seek(SeekFrom::Start(good_end as u64))
+        .map_err(|e| StoreError::io("seek", path, e))?;
+    if fsync {
+        file.sync_all()
+            .map_err(|e| StoreError::io("fsync", path, e))?;
+    }
+    Ok(Appendable {
+        file,
+        len: good_end as u64,
+    })
 }
 
 /// Finds the next offset at or after `from` where a whole valid record starts.
 fn resync(data: &[u8], from: usize) -> Option<usize> {
     (from..data.len()).find(|&o| Record::decode(&data[o..]).is_ok())
-}
-
-/// Best-effort directory fsync (makes a rename durable).
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }

@@ -2,29 +2,65 @@
 //!
 //! A [`Store`] is one namespace (the shader cache, the asset cache, …) with two tiers:
 //! - a **memory tier** of blob bodies (`Bytes`), bounded by `memory_budget` bytes, LRU;
-//! - a **disk tier** of one checksummed file per blob plus an append-only index log, bounded by
-//!   `disk_budget` bytes, LRU. An entry evicted from memory stays on disk; one evicted from disk is deleted
-//!   at once.
+//! - a **disk tier** of checksummed blobs plus an append-only index log, bounded by `disk_budget` bytes,
+//!   LRU. An entry evicted from memory stays on disk; one evicted from disk is deleted at once.
 //!
 //! Concurrency: the key index is sharded (`RwLock` per shard), so gets of different keys never share a lock;
 //! recency is an atomic tick per entry, so a hit takes only a shard read lock. Mutations (put, remove,
 //! evict) take one writer mutex that also owns the index log; gets never take it. Every method that may touch
 //! the disk is blocking and must run off the async runtime ([`Store::lookup`] never touches the disk).
 //!
-//! Integrity: each blob file carries its full key and an XXH3-128 over header, key and body; a read that
-//! fails the check is a miss, the entry is dropped and counted in `corrupt_dropped`. Files appear under
-//! their final name only by `rename` after a complete write, so a torn write is never visible.
+//! Integrity: each blob carries its full key and an XXH3-128 over header, key and body; a read that fails
+//! the check is a miss, the entry is dropped and counted in `corrupt_dropped`. Blobs appear at their
+//! location only after a complete write (blob files: by `rename`), so a torn write is never visible.
 //!
-//! Startup reads the index log only (never blob bodies). Files the index does not name are dealt with by
+//! Startup reads the index log only (never blob bodies). Blobs the index does not name are dealt with by
 //! [`Store::sweep`], which the daemon runs in the background after it starts serving.
+//!
+//! # Modules
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | `store` | the [`Store`] API and the write path: put, remove, clear, blob ids, compaction |
+//! | `index` | the sharded key → entry map and the entry (size, location, checksum, tick, hot copy) |
+//! | `lru` | both tiers' exact LRU: ticks, victim queues, eviction, promotion into memory |
+//! | `stream` | the cold read path, the verifying [`BlobReader`], the streamed [`PutWriter`] |
+//! | `recovery` | open and replay, recovery before serving, trimming at start, the sweep and adoption |
+//! | [`backend`] | where blob bytes live: the [`backend::BlobBackend`] seam, and files (one per blob) |
+//! | `index_log` | the append-only index log: replay, append, atomic rewrite |
+//! | [`format`](mod@format) | the on-disk byte codecs (format v1), pure and fuzzed |
+//! | `platform` | every platform-specific file call (`O_NOFOLLOW`, modes, directory fsync) |
+//! | `stats` | [`StoreStats`] |
+//!
+//! # Where blobs live: the backend seam
+//!
+//! The engine (index, LRU, streaming, recovery, the API) never names a file: an index entry holds a
+//! [`backend::Location`] and the [`backend::BlobBackend`] turns it into bytes. The one backend today stores
+//! one file per blob, which is simple and crash-safe by `rename`, but costs an inode, a directory entry and
+//! several syscalls per blob: for caches of many small shaders a pack-file backend (blobs appended to a few
+//! large files) will do better. It plugs in as a new `Location` variant, a log record for it, and one trait
+//! implementation, without touching eviction, streaming or the public API. The trait follows what the
+//! engine needs from storage and nothing more: write (whole or streamed) returning a location and a
+//! checksum, open a verifying reader at a location, remove, and list and verify blobs for recovery.
+//! Decisions stay with the engine (what is indexed, what to evict, what to adopt), so every backend gets
+//! the same LRU, budgets and crash rules.
 //!
 //! The on-disk format is specified in `docs/storage.md`.
 
+pub mod backend;
 pub mod format;
+mod index;
 mod index_log;
+mod lru;
+mod platform;
+mod recovery;
+mod stats;
 mod store;
+mod stream;
 
-pub use store::{BlobReader, ColdRead, Lookup, OpenReport, PutWriter, Store, SweepReport};
+pub use stats::StoreStats;
+pub use store::{ColdEntry, Lookup, OpenReport, Store, SweepReport};
+pub use stream::{BlobReader, ColdRead, PutWriter};
 
 use std::path::PathBuf;
 
@@ -130,21 +166,10 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
-        if is_no_space(&source) {
+        if platform::is_no_space(&source) {
             StoreError::NoSpace { path }
         } else {
             StoreError::Io { op, path, source }
         }
     }
 }
-
-pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
-        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT)
-    )
-}
-
-/// Point-in-time statistics of one store: the same counters the cache services report on the wire.
-/// `evictions` counts entries dropped to stay within a budget (a hot copy leaving memory is not one).
-pub type StoreStats = spark_proto::cache::CacheStats;

@@ -255,7 +255,19 @@ fn stream_from_disk(mut r: Box<spark_store::BlobReader>) -> Reply {
 
 /// The wire form of a store's counters.
 pub fn wire_stats(s: &StoreStats) -> CacheStats {
-    *s
+    CacheStats {
+        hits: s.hits,
+        misses: s.misses,
+        puts: s.puts,
+        entries: s.entries,
+        entries_in_memory: s.entries_in_memory,
+        bytes_in_memory: s.bytes_in_memory,
+        bytes_on_disk: s.bytes_on_disk,
+        evictions: s.evictions,
+        corrupt_dropped: s.corrupt_dropped,
+        memory_budget: s.memory_budget,
+        disk_budget: s.disk_budget,
+    }
 }
 
 /// Maps a namespace failure to the ErrorResponse a client sees.

@@ -105,7 +105,9 @@ impl ControlService {
             .map(|ns| NamespaceStats {
                 name: ns.name().to_string(),
                 service: ns.service(),
-                counters: store_counters(&ns.stats())
+                counters: ns
+                    .stats()
+                    .counters()
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
@@ -120,14 +122,6 @@ impl ControlService {
         let sponsors = req.ctx.state.add_sponsor(r.pid);
         Ok(Reply::msg(RegisterSponsorAck { sponsors }))
     }
-}
-
-/// A store's counters by name, in a stable order.
-fn store_counters(s: &spark_store::StoreStats) -> Vec<(&'static str, u64)> {
-    spark_proto::cache::CacheStats::FIELDS
-        .into_iter()
-        .zip(s.values())
-        .collect()
 }
 
 fn check_pid(pid: u32) -> Result<(), HandlerError> {

@@ -1,0 +1,170 @@
+//! The key index: a sharded map from key to [`Entry`], so gets of different keys never share a lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::KeyHasher;
+use crate::backend::Location;
+use crate::format::Record;
+
+const SHARDS: usize = 64;
+
+/// One cached blob. The key lives in the shard map; an entry is immutable but for its tick and hot copy.
+pub(crate) struct Entry {
+    pub size: u64,
+    /// Where the blob's bytes are on disk; `None` in a memory-only store.
+    pub loc: Option<Location>,
+    /// The backend's checksum of the stored blob (for blob files: XXH3-128 over header, key and body);
+    /// 0 for memory-only entries.
+    pub checksum: u128,
+    /// Last access, from the store's clock.
+    pub tick: AtomicU64,
+    mem: Mutex<MemState>,
+}
+
+pub(crate) struct MemState {
+    pub bytes: Option<Bytes>,
+    /// Set once the entry left the index, so a late reader does not re-add a hot copy.
+    pub removed: bool,
+}
+
+impl Entry {
+    pub fn new(
+        size: u64,
+        loc: Option<Location>,
+        checksum: u128,
+        tick: u64,
+        hot: Option<Bytes>,
+    ) -> Arc<Entry> {
+        Arc::new(Entry {
+            size,
+            loc,
+            checksum,
+            tick: AtomicU64::new(tick),
+            mem: Mutex::new(MemState {
+                bytes: hot,
+                removed: false,
+            }),
+        })
+    }
+
+    pub fn mem(&self) -> MutexGuard<'_, MemState> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Hashes keys with the configured [`KeyHasher`] (tests force collisions with it), XXH3-64 by default.
+#[derive(Clone, Copy)]
+pub(crate) struct SeamHasher(Option<KeyHasher>);
+pub(crate) struct SeamState(Option<KeyHasher>, Vec<u8>);
+impl Hasher for SeamState {
+    fn finish(&self) -> u64 {
+        match self.0 {
+            Some(f) => f(&self.1),
+            None => xxh3_64(&self.1),
+        }
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.1.extend_from_slice(bytes);
+    }
+}
+impl BuildHasher for SeamHasher {
+    type Hasher = SeamState;
+    fn build_hasher(&self) -> SeamState {
+        SeamState(self.0, Vec::new())
+    }
+}
+
+pub(crate) type Shard = HashMap<Box<[u8]>, Arc<Entry>, SeamHasher>;
+
+pub(crate) struct Index {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: Option<KeyHasher>,
+}
+
+impl Index {
+    pub fn new(hasher: Option<KeyHasher>) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| RwLock::new(HashMap::with_hasher(SeamHasher(hasher))))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Index { shards, hasher }
+    }
+
+    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+        let h = self.hasher.map_or_else(|| xxh3_64(key), |f| f(key));
+        &self.shards[(h as usize) % SHARDS]
+    }
+
+    fn write(&self, key: &[u8]) -> RwLockWriteGuard<'_, Shard> {
+        self.shard(key).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Read guards of every shard in turn, for scans.
+    pub fn each_shard(&self) -> impl Iterator<Item = RwLockReadGuard<'_, Shard>> {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn find(&self, key: &[u8]) -> Option<Arc<Entry>> {
+        self.shard(key)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn insert(&self, key: &[u8], entry: Arc<Entry>) -> Option<Arc<Entry>> {
+        self.write(key).insert(key.into(), entry)
+    }
+
+    /// Removes `key` if it maps to `want` (any entry when `want` is `None`); returns what was removed.
+    pub fn remove_if(&self, key: &[u8], want: Option<&Arc<Entry>>) -> Option<Arc<Entry>> {
+        let mut shard = self.write(key);
+        match (shard.get(key), want) {
+            (Some(cur), Some(want)) if !Arc::ptr_eq(cur, want) => None,
+            (None, _) => None,
+            _ => shard.remove(key),
+        }
+    }
+
+    /// Empties the index, returning what it held.
+    pub fn drain(&self) -> Vec<(Box<[u8]>, Arc<Entry>)> {
+        let mut drained = Vec::new();
+        for s in self.shards.iter() {
+            drained.extend(s.write().unwrap_or_else(|e| e.into_inner()).drain());
+        }
+        drained
+    }
+
+    /// Applies one replayed index record to an index being opened.
+    pub fn apply(&self, rec: Record) {
+        match rec {
+            Record::Put {
+                key,
+                file_id,
+                body_len,
+                checksum,
+            } => {
+                // File ids grow with time, so as ticks they order entries by recency of their put.
+                let loc = Location::File { id: file_id };
+                let e = Entry::new(body_len, Some(loc), checksum, file_id, None);
+                self.write(&key).insert(key.into_boxed_slice(), e);
+            }
+            Record::Del { key, file_id } => {
+                let mut s = self.write(&key);
+                let gone = Some(Location::File { id: file_id });
+                if s.get(key.as_slice()).is_some_and(|e| e.loc == gone) {
+                    s.remove(key.as_slice());
+                }
+            }
+            Record::Reserve { .. } => {}
+        }
+    }
+}

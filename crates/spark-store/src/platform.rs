@@ -1,0 +1,161 @@
+//! Every platform-specific file operation of the store, in one place, so the engine and its backends are
+//! portable code and each helper exists once.
+//!
+//! The store's defences against a hostile cache directory rely on two Unix features: `O_NOFOLLOW` (a symlink
+//! planted in place of a blob file or `index.log` is refused, not followed) and owner-only modes (0700
+//! directories, 0600 blob files). The Windows fallback uses `std` only (the workspace forbids `unsafe`, and
+//! adds no Windows API crate); its limits are stated on each function.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+#[cfg(unix)]
+use unix as imp;
+#[cfg(windows)]
+use windows as imp;
+
+/// Opens `path` with `opts` without following a symlink at its last component: a symlink there fails with
+/// an error for which [`is_symlink_refused`] is true.
+pub(crate) fn open_no_follow(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    imp::open_no_follow(opts, path)
+}
+
+/// Whether an open failed because [`open_no_follow`] met a symlink.
+pub(crate) fn is_symlink_refused(e: &io::Error) -> bool {
+    imp::is_symlink_refused(e)
+}
+
+/// Makes files created through `opts` readable and writable by their owner only.
+pub(crate) fn owner_only(opts: &mut OpenOptions) -> &mut OpenOptions {
+    imp::owner_only(opts)
+}
+
+/// Creates a directory (and missing parents) accessible to its owner only.
+pub(crate) fn create_dir_owner_only(dir: &Path) -> io::Result<()> {
+    imp::create_dir_owner_only(dir)
+}
+
+/// Best-effort directory fsync: makes a rename or a new file in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) {
+    imp::sync_dir(dir)
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    imp::is_no_space(e)
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::fs::{DirBuilder, File, OpenOptions};
+    use std::io;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::Path;
+
+    use rustix::io::Errno;
+
+    pub(super) fn open_no_follow(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
+        opts.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+    }
+
+    pub(super) fn is_symlink_refused(e: &io::Error) -> bool {
+        e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+    }
+
+    pub(super) fn owner_only(opts: &mut OpenOptions) -> &mut OpenOptions {
+        opts.mode(0o600)
+    }
+
+    pub(super) fn create_dir_owner_only(dir: &Path) -> io::Result<()> {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    }
+
+    pub(super) fn sync_dir(dir: &Path) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+
+    pub(super) fn is_no_space(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error().map(Errno::from_raw_os_error),
+            Some(Errno::NOSPC | Errno::DQUOT)
+        )
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::fs::{DirBuilder, File, OpenOptions};
+    use std::io;
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::path::Path;
+
+    /// `FILE_FLAG_OPEN_REPARSE_POINT`: open a symlink itself instead of its target.
+    const OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    /// `FILE_FLAG_BACKUP_SEMANTICS`: needed to open a directory handle at all.
+    const BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    const ERROR_HANDLE_DISK_FULL: i32 = 39;
+    const ERROR_DISK_FULL: i32 = 112;
+    const ERROR_DISK_QUOTA_EXCEEDED: i32 = 1295;
+
+    /// Marks the error [`open_no_follow`] returns for a symlink.
+    #[derive(Debug)]
+    struct SymlinkRefused;
+    impl std::fmt::Display for SymlinkRefused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("is a symlink (not followed)")
+        }
+    }
+    impl std::error::Error for SymlinkRefused {}
+
+    /// Windows has no `O_NOFOLLOW`: the file is opened as the reparse point itself, then refused if the
+    /// handle is a symlink. Checking the opened handle (not the path) leaves no window for a swap. Only the
+    /// last component is covered: a directory junction higher up is followed, as it is by every Windows
+    /// program; the store's directories are checked for symlinks when they are opened.
+    pub(super) fn open_no_follow(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
+        let f = opts.custom_flags(OPEN_REPARSE_POINT).open(path)?;
+        if f.metadata()?.file_type().is_symlink() {
+            return Err(io::Error::other(SymlinkRefused));
+        }
+        Ok(f)
+    }
+
+    pub(super) fn is_symlink_refused(e: &io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<SymlinkRefused>())
+    }
+
+    /// No-op: Windows has no mode bits. New files inherit the ACL of their directory, which under the
+    /// user's profile (`%LOCALAPPDATA%`) grants access to that user (and administrators) only; a cache
+    /// directory placed elsewhere gets whatever that place grants.
+    pub(super) fn owner_only(opts: &mut OpenOptions) -> &mut OpenOptions {
+        opts
+    }
+
+    /// As [`owner_only`]: the directory inherits its parent's ACL.
+    pub(super) fn create_dir_owner_only(dir: &Path) -> io::Result<()> {
+        DirBuilder::new().recursive(true).create(dir)
+    }
+
+    /// Flushes a directory handle; NTFS journals renames, so this is belt and braces, and a filesystem that
+    /// refuses it (FAT, some network shares) just makes `--durability fsync` weaker there.
+    pub(super) fn sync_dir(dir: &Path) {
+        if let Ok(d) = OpenOptions::new()
+            .write(true)
+            .custom_flags(BACKUP_SEMANTICS)
+            .open(dir)
+        {
+            let _ = d.sync_all();
+        }
+    }
+
+    pub(super) fn is_no_space(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(ERROR_HANDLE_DISK_FULL | ERROR_DISK_FULL | ERROR_DISK_QUOTA_EXCEEDED)
+        )
+    }
+}

@@ -1,0 +1,251 @@
+//! Opening a store and cleaning up after earlier runs: index replay, recovery from a damaged index before
+//! serving, trimming to the disk budget, and the sweep that adopts or removes blobs the index does not name.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::backend::files::FileBackend;
+use crate::backend::{Found, Location};
+use crate::format::{self, Record};
+use crate::index::Index;
+use crate::index_log::IndexLog;
+use crate::stats::Counters;
+use crate::store::{BlobIds, Disk, Inner, OpenReport, Store, SweepReport, Writer};
+use crate::{Durability, StoreConfig, StoreError};
+
+/// What opening the disk tier produced.
+struct OpenedDisk {
+    disk: Disk,
+    log: IndexLog,
+    /// Entries may be missing from the index: recover them from the blobs before serving.
+    damaged_mid_log: bool,
+}
+
+/// Orphans found by a sweep: the newest verified blob per unindexed key, and the rest (to remove).
+#[derive(Default)]
+struct Orphans {
+    newest: HashMap<Vec<u8>, (Location, Found)>,
+    losers: Vec<Location>,
+}
+
+impl Store {
+    /// Opens a store: creates its directories, replays the index log (never reading blob bodies) and trims
+    /// to the disk budget.
+    pub fn open(cfg: StoreConfig) -> Result<(Store, OpenReport), StoreError> {
+        let t0 = Instant::now();
+        let index = Index::new(cfg.key_hasher);
+        let mut report = OpenReport::default();
+        let opened = match &cfg.dir {
+            None => None,
+            Some(dir) => Some(open_disk(dir, &cfg, &index, &mut report)?),
+        };
+        let damaged_mid_log = opened.as_ref().is_some_and(|o| o.damaged_mid_log);
+        let store = Store::assemble(cfg, index, opened);
+        report.entries = store.inner.entries.load(Ordering::Relaxed);
+        report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
+        report.index_load_time = t0.elapsed();
+        if damaged_mid_log {
+            // Entries may be missing from the index: recover them from the blob files before serving, then
+            // write a clean log.
+            report.recovered = Some(store.sweep_files(true));
+            store.compact()?;
+            report.entries = store.inner.entries.load(Ordering::Relaxed);
+            report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
+        }
+        report.trimmed_at_start = store.trim_at_start();
+        Ok((store, report))
+    }
+
+    /// The store around a replayed index, with totals of what replay left. Recency is the blob-id order
+    /// (ids grow with time), so the clock starts above every replayed id.
+    fn assemble(cfg: StoreConfig, index: Index, opened: Option<OpenedDisk>) -> Store {
+        let (disk, log) = match opened {
+            Some(o) => (Some(o.disk), Some(o.log)),
+            None => (None, None),
+        };
+        let (mut entries, mut disk_used, mut live_log_bytes) = (0u64, 0u64, 0u64);
+        for s in index.each_shard() {
+            for (k, e) in s.iter() {
+                entries += 1;
+                if let Some(d) = &disk {
+                    disk_used = disk_used.saturating_add(d.backend.stored_len(k.len(), e.size));
+                }
+                live_log_bytes += format::put_record_len(k.len());
+            }
+        }
+        let first = disk.as_ref().map_or(1, |d| d.ids.first_session);
+        Store {
+            inner: Arc::new(Inner {
+                index,
+                clock: AtomicU64::new(first),
+                mem_used: AtomicU64::new(0),
+                disk_used: AtomicU64::new(disk_used),
+                entries: AtomicU64::new(entries),
+                entries_mem: AtomicU64::new(0),
+                counters: Counters::default(),
+                disk,
+                writer: Mutex::new(Writer {
+                    log,
+                    live_log_bytes,
+                    disk_victims: VecDeque::new(),
+                }),
+                mem_victims: Mutex::new(VecDeque::new()),
+                cfg,
+            }),
+        }
+    }
+
+    /// Evicts at once what exceeds a disk budget that shrank since the last run; returns how many.
+    fn trim_at_start(&self) -> u64 {
+        let mut w = self.writer();
+        let before = self.inner.counters.evictions.load(Ordering::Relaxed);
+        self.evict_disk_locked(&mut w);
+        self.inner.counters.evictions.load(Ordering::Relaxed) - before
+    }
+
+    /// Cleans the disk tier of what the index does not name (blocking; the daemon runs it in the background
+    /// after it starts serving): removes temp files of earlier runs and symlinks, adopts complete blob files
+    /// the index lost (newest per key, only for keys not indexed), removes other unindexed blob files, and
+    /// skips unknown files (counted). Files written by this run are never touched.
+    pub fn sweep(&self) -> SweepReport {
+        self.sweep_files(false)
+    }
+
+    /// `before_serving`: no blob of this run exists yet, so every one is examined (recovery from a damaged
+    /// index, whose Reserve records may be lost too).
+    pub(crate) fn sweep_files(&self, before_serving: bool) -> SweepReport {
+        let mut rep = SweepReport::default();
+        let Some(disk) = &self.inner.disk else {
+            return rep;
+        };
+        let own_from = (!before_serving).then_some(disk.ids.first_session);
+        let scan = disk.backend.scan(own_from, &mut rep);
+        let indexed: HashSet<Location> = self
+            .inner
+            .index
+            .each_shard()
+            .flat_map(|s| s.values().filter_map(|e| e.loc).collect::<Vec<_>>())
+            .collect();
+        let unindexed = scan.blobs.into_iter().filter(|l| !indexed.contains(l));
+        let orphans = self.sort_orphans(disk, unindexed);
+        if before_serving {
+            disk.ids.ensure_above(scan.max_id);
+        }
+        for loc in orphans.losers {
+            disk.backend.remove(loc);
+            rep.orphans_removed += 1;
+        }
+        self.adopt_orphans(disk, orphans.newest, &mut rep);
+        if rep.temp_files_removed
+            + rep.orphans_adopted
+            + rep.orphans_removed
+            + rep.unknown_skipped
+            + rep.symlinks_removed
+            > 0
+        {
+            info!(store = %self.inner.cfg.name, ?rep, "cache directory swept");
+        }
+        rep
+    }
+
+    /// Verifies each unindexed blob and keeps the newest per key whose key is not indexed; the rest lose.
+    fn sort_orphans(&self, disk: &Disk, blobs: impl Iterator<Item = Location>) -> Orphans {
+        let mut o = Orphans::default();
+        for loc in blobs {
+            match disk.backend.inspect(loc) {
+                Some(found) if self.find(&found.key).is_none() => {
+                    let newer = o.newest.get(&found.key).is_none_or(|(old, _)| *old < loc);
+                    if newer {
+                        if let Some((old, _)) = o.newest.insert(found.key.clone(), (loc, found)) {
+                            o.losers.push(old);
+                        }
+                    } else {
+                        o.losers.push(loc);
+                    }
+                }
+                Some(_) => o.losers.push(loc),
+                None => {
+                    // Named like a blob but unreadable or failing its checksum: damage (blobs become
+                    // visible only when complete), counted like a damaged entry.
+                    self.inner
+                        .counters
+                        .corrupt_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(store = %self.inner.cfg.name, location = ?loc, "dropped a corrupt unindexed blob");
+                    o.losers.push(loc);
+                }
+            }
+        }
+        o
+    }
+
+    fn adopt_orphans(
+        &self,
+        disk: &Disk,
+        newest: HashMap<Vec<u8>, (Location, Found)>,
+        rep: &mut SweepReport,
+    ) {
+        for (key, (loc, found)) in newest {
+            let fits = self.fits(&key, found.body_len);
+            if fits && self.adopt(&key, loc, &found) {
+                rep.orphans_adopted += 1;
+            } else {
+                disk.backend.remove(loc);
+                rep.orphans_removed += 1;
+            }
+        }
+    }
+
+    /// Indexes a complete blob found on disk, unless the key got a value meanwhile.
+    fn adopt(&self, key: &[u8], loc: Location, found: &Found) -> bool {
+        if self.find(key).is_some() {
+            return false;
+        }
+        self.commit(key, found.body_len, Some(loc), found.checksum, None)
+            .is_ok()
+    }
+}
+
+/// Opens the backend and replays the index log into `index`. Records are applied as they are read: no
+/// second copy of the index while loading.
+fn open_disk(
+    dir: &Path,
+    cfg: &StoreConfig,
+    index: &Index,
+    report: &mut OpenReport,
+) -> Result<OpenedDisk, StoreError> {
+    let fsync = cfg.durability == Durability::Fsync;
+    let backend = FileBackend::open(dir, fsync)?;
+    // Ids of earlier runs are all below every Put and Reserve they recorded.
+    let mut first = 1u64;
+    let (log, replay) = IndexLog::open(dir, fsync, |rec| {
+        first = first.max(match &rec {
+            Record::Put { file_id, .. } => file_id.saturating_add(1),
+            Record::Reserve { up_to } => *up_to,
+            Record::Del { .. } => 0,
+        });
+        index.apply(rec);
+    })?;
+    report.damaged_index_bytes = replay.damaged_bytes;
+    if replay.damaged_bytes > 0 {
+        warn!(
+            store = %cfg.name,
+            "index log {}: {} damaged byte(s) skipped",
+            IndexLog::path(dir).display(),
+            replay.damaged_bytes
+        );
+    }
+    Ok(OpenedDisk {
+        disk: Disk {
+            backend: Box::new(backend),
+            ids: BlobIds::starting_at(first),
+        },
+        log,
+        damaged_mid_log: replay.damaged_mid_log,
+    })
+}
