@@ -43,12 +43,6 @@ def test_hello_version_ping_stats(sparkd, client):
     assert st["uptime_secs"] >= 0
 
 
-@pytest.mark.xfail(
-    reason="needs the daemon side of Namespaces (Control 0x000D), being added on another branch; "
-    "until then the daemon answers UnknownMessage",
-    raises=DaemonError,
-    strict=False,
-)
 def test_namespaces_live(client):
     names = {ns.name: ns for ns in client.namespaces()}
     assert names["shader"].service == p.SERVICE_SHADER

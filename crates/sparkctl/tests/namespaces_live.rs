@@ -1,9 +1,5 @@
-//! `sparkctl stats` against the real daemon, through the Namespaces message.
-//!
-//! NEEDS THE DAEMON'S Namespaces HANDLER (Control 0x000D, being written in the core reshaping): against a
-//! daemon without it, `Client::namespaces` gets UnknownMessage and this test fails at its first assert.
-//! sparkctl itself still works there through its fallback (covered by tests/cli.rs and
-//! tests/fake_daemon.rs).
+//! `sparkctl stats` against the real daemon, through the Namespaces message (Control 0x000D). The fallback
+//! for daemons without it is covered by tests/fake_daemon.rs.
 
 use spark_testkit::Daemon;
 
@@ -13,7 +9,7 @@ fn the_daemon_reports_its_namespaces_and_sparkctl_lists_them_all() {
     let c = d.client();
     let spaces = c
         .namespaces()
-        .expect("the daemon answers Namespaces (needs the daemon's Namespaces handler)");
+        .expect("the daemon answers Namespaces");
     assert!(spaces.iter().any(|n| n.name == "shader"), "{spaces:?}");
     assert!(spaces.iter().any(|n| n.name == "asset"), "{spaces:?}");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparkctl"))
