@@ -5,6 +5,7 @@
 //! - [`transport`]: where clients connect (the Unix socket today) behind the [`transport::Listener`] seam;
 //! - [`server`]: the accept loop, shutdown and drain; [`lifetime`]: idle and sponsor exit rules;
 //! - [`conn`]: one connection — a reader task, a writer task, replies in request order, events between them;
+//! - [`events`]: the per-connection event queue services push server-initiated frames into;
 //! - [`registry`]: the [`registry::Service`] trait, what handlers get and return, the id → service table;
 //! - [`namespaces`]: the named stores every front end uses, with single-flight fills;
 //! - [`services`]: one folder per service (`control`, `shader`, `asset`);
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod lifetime;
 pub mod namespaces;
 pub mod platform;

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use spark_proto::{ErrorCode, ErrorResponse, Frame, Message, ProtoError};
 use tokio::sync::mpsc;
 
-use crate::conn::events::EventSender;
+use crate::events::EventSender;
 use crate::state::ServerState;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

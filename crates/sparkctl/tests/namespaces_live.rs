@@ -7,9 +7,7 @@ use spark_testkit::Daemon;
 fn the_daemon_reports_its_namespaces_and_sparkctl_lists_them_all() {
     let d = Daemon::start(&["--memory-only"]);
     let c = d.client();
-    let spaces = c
-        .namespaces()
-        .expect("the daemon answers Namespaces");
+    let spaces = c.namespaces().expect("the daemon answers Namespaces");
     assert!(spaces.iter().any(|n| n.name == "shader"), "{spaces:?}");
     assert!(spaces.iter().any(|n| n.name == "asset"), "{spaces:?}");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparkctl"))

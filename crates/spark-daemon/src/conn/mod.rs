@@ -1,5 +1,5 @@
 //! One client connection: a reader task and a writer task joined by a bounded queue of replies in request
-//! order, plus a bounded queue of events.
+//! order, plus a bounded queue of events ([`crate::events`]).
 //!
 //! ```text
 //!  socket ──► reader ──► handler (polled once; a task of its own if it must wait) ──┐
@@ -10,7 +10,6 @@
 //!
 //! When the connection ends, however it ends, every service's `on_disconnect` runs once.
 
-pub mod events;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
@@ -62,7 +61,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (events, queue) = events::channel();
+    let (events, queue) = crate::events::channel();
     let ctx = Ctx {
         conn: Arc::new(ConnInfo { id, peer, events }),
         state: env.state.clone(),

@@ -13,7 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::events::{Event, EventQueue};
+use crate::events::{Event, EventQueue};
 use crate::registry::{Encode, HandlerError, HandlerResult, Reply, StreamPart};
 
 /// Payloads at least this large are written straight from their buffer instead of being copied.

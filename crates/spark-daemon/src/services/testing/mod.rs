@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc};
 
-use crate::conn::events::{Event, EventSender, Sent};
+use crate::events::{Event, EventSender, Sent};
 use crate::registry::{
     BoxFuture, Encode, HandlerError, HandlerResult, Reply, Request, Service, StreamPart,
     unknown_message,
