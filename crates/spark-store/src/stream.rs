@@ -225,6 +225,25 @@ impl BlobReader {
         Ok(true)
     }
 
+    /// As [`BlobReader::next_chunk`], carved from `pool`: chunks come out of one large allocation in turn, and
+    /// once every chunk handed out from it has been dropped the allocation is used again, so streaming a blob
+    /// neither allocates nor zeroes a fresh buffer per chunk. `None` after the last.
+    pub fn next_chunk_from(
+        &mut self,
+        max: usize,
+        pool: &mut BytesMut,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let Some(n) = self.next_len(max) else {
+            return Ok(None);
+        };
+        if pool.capacity() < n {
+            pool.reserve(n.max(max.saturating_mul(4)));
+        }
+        pool.resize(n, 0);
+        self.read_next(pool)?;
+        Ok(Some(pool.split().freeze()))
+    }
+
     /// Length of the next chunk, or `None` when the blob is done.
     fn next_len(&mut self, max: usize) -> Option<usize> {
         if self.done {

@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use spark_proto::cache::*;
 use spark_proto::{BlobHasher, ErrorCode, Frame, MAX_PAYLOAD, Message};
 use spark_store::{PutWriter, StoreError, StoreStats};
@@ -226,14 +226,14 @@ fn stream_from_disk(mut r: Box<spark_store::BlobReader>) -> Reply {
     let total_len = r.len();
     tokio::task::spawn_blocking(move || {
         let mut hasher = BlobHasher::new();
+        let mut pool = BytesMut::new();
         loop {
-            let mut buf = Vec::new();
-            let part = match r.next_chunk_into(STREAM_CHUNK, &mut buf) {
-                Ok(true) => {
-                    hasher.update(&buf);
-                    StreamPart::Chunk(Bytes::from(buf))
+            let part = match r.next_chunk_from(STREAM_CHUNK, &mut pool) {
+                Ok(Some(chunk)) => {
+                    hasher.update(&chunk);
+                    StreamPart::Chunk(chunk)
                 }
-                Ok(false) => StreamPart::End(hasher.digest128()),
+                Ok(None) => StreamPart::End(hasher.digest128()),
                 Err(e) => match store_error(e) {
                     HandlerError::Reply(e) | HandlerError::Close(e) => StreamPart::Fail(e),
                     HandlerError::Gone => return,
