@@ -14,8 +14,12 @@ pub struct Results {
     pub floor_echo: Option<CaseResult>,
     pub floor_bulk: Vec<CaseResult>,
     pub ping: Option<CaseResult>,
-    /// (sparkd, redis) per shape.
+    /// Ping on the `--baseline` build, repetitions alternating with `ping`.
+    pub ping_baseline: Option<CaseResult>,
+    /// (sparkd, the other system) per shape: Redis, or the `--baseline` build.
     pub kv: Vec<(CaseResult, Option<CaseResult>)>,
+    /// What the second element of `kv` is: "redis" or "baseline".
+    pub kv_other: &'static str,
     pub big_rss: Option<RssReading>,
     pub fill_rss: Option<RssReading>,
     pub startup: Option<StartupResult>,
@@ -71,11 +75,19 @@ pub fn case(
     })
 }
 
+/// What a kv shape is compared with.
+#[derive(Clone, Copy)]
+pub enum Other<'a> {
+    Redis(&'a Redis),
+    /// Another sparkd build (`--baseline`).
+    Baseline(&'a Sparkd),
+}
+
 /// Runs one shape on both systems, alternating repetitions so that noise from the shared machine falls on
 /// both alike.
 pub fn side_by_side(
     d: &Sparkd,
-    r: Option<&Redis>,
+    r: Option<Other>,
     s: Shape,
     reps: usize,
 ) -> Result<(CaseResult, Option<CaseResult>)> {
@@ -88,14 +100,24 @@ pub fn side_by_side(
     );
     progress(&format!(
         "{id}: sparkd{}",
-        if r.is_some() { " vs redis" } else { "" }
+        match r {
+            Some(Other::Redis(_)) => " vs redis",
+            Some(Other::Baseline(_)) => " vs baseline",
+            None => "",
+        }
     ));
     let mut sp = Vec::new();
     let mut rd = Vec::new();
     for _ in 0..reps {
         sp.push(kv::sparkd_run(d, s).with_context(|| format!("sparkd {id}"))?);
-        if let Some(r) = r {
-            rd.push(kv::redis_run(r, s).with_context(|| format!("redis {id}"))?);
+        match r {
+            Some(Other::Redis(r)) => {
+                rd.push(kv::redis_run(r, s).with_context(|| format!("redis {id}"))?)
+            }
+            Some(Other::Baseline(b)) => {
+                rd.push(kv::sparkd_run(b, s).with_context(|| format!("baseline {id}"))?)
+            }
+            None => {}
         }
     }
     let mk = |system: &'static str, reps: Vec<Rep>, op: &'static str| CaseResult {
@@ -107,14 +129,12 @@ pub fn side_by_side(
         depth: s.depth,
         reps,
     };
-    let redis_op = match s.op {
-        Op::Get => "GET",
-        Op::Put => "SET",
-    };
-    Ok((
-        mk("sparkd", sp, s.op.name()),
-        r.map(|_| mk("redis", rd, redis_op)),
-    ))
+    let other = r.map(|o| match (o, s.op) {
+        (Other::Baseline(_), op) => mk("baseline", rd, op.name()),
+        (Other::Redis(_), Op::Get) => mk("redis", rd, "GET"),
+        (Other::Redis(_), Op::Put) => mk("redis", rd, "SET"),
+    });
+    Ok((mk("sparkd", sp, s.op.name()), other))
 }
 
 pub fn size_name(size: usize) -> String {

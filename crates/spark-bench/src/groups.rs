@@ -10,7 +10,7 @@ use spark_client::spark_proto::control::Ping;
 use spark_client::spark_proto::{Message, service};
 
 use crate::args::{Args, Counts};
-use crate::cases::{Results, RssReading, StartupResult, case, side_by_side};
+use crate::cases::{Other, Results, RssReading, StartupResult, case, side_by_side};
 use crate::kv::{self, Op, Shape};
 use crate::procs::{self, Redis, Sparkd, SparkdSpec, status_kib};
 use crate::{KIB, MIB, floor, progress, startup, stats};
@@ -103,43 +103,80 @@ pub fn ping_and_kv(cx: &Ctx, redis: Option<&Redis>, res: &mut Results) -> Result
         return Ok(());
     }
     let d = Sparkd::start(&cx.spec)?;
+    let baseline = match &a.baseline {
+        Some(bin) => Some(Sparkd::start(&SparkdSpec {
+            bin,
+            ..cx.spec.clone()
+        })?),
+        None => None,
+    };
     if a.wants("ping") {
-        progress("sparkd: ping");
-        res.ping = Some(case(
-            "sparkd-ping",
-            "sparkd",
-            "PING",
-            ping_frame_len()?,
-            1,
-            1,
-            cx.counts.reps,
-            || {
-                stats::run_clients(
-                    1,
-                    cx.counts.ping,
-                    |_| d.client(),
-                    |c, _, _| {
-                        c.ping()?;
-                        Ok((1, 0))
-                    },
-                )
-            },
-        )?);
+        ping(cx, &d, baseline.as_ref(), res)?;
     }
+    let other = match (&baseline, redis) {
+        (Some(b), _) => Some(Other::Baseline(b)),
+        (None, Some(r)) => Some(Other::Redis(r)),
+        (None, None) => None,
+    };
+    res.kv_other = if baseline.is_some() {
+        "baseline"
+    } else {
+        "redis"
+    };
     if a.wants("kv") {
-        kv_sizes(cx, &d, redis, res)?;
+        kv_sizes(cx, &d, other, res)?;
     }
     Ok(())
 }
 
-fn kv_sizes(cx: &Ctx, d: &Sparkd, redis: Option<&Redis>, res: &mut Results) -> Result<()> {
+/// Ping on one client, alternating repetitions with the baseline build when there is one.
+fn ping(cx: &Ctx, d: &Sparkd, baseline: Option<&Sparkd>, res: &mut Results) -> Result<()> {
+    progress("sparkd: ping");
+    let len = ping_frame_len()?;
+    let one = |d: &Sparkd| {
+        stats::run_clients(
+            1,
+            cx.counts.ping,
+            |_| d.client(),
+            |c, _, _| {
+                c.ping()?;
+                Ok((1, 0))
+            },
+        )
+    };
+    let (mut new, mut old) = (Vec::new(), Vec::new());
+    for _ in 0..cx.counts.reps {
+        new.push(one(d)?);
+        if let Some(b) = baseline {
+            old.push(one(b)?);
+        }
+    }
+    let mk = |id: &str, system: &'static str, reps| crate::stats::CaseResult {
+        id: id.into(),
+        system,
+        op: "PING",
+        size: len,
+        clients: 1,
+        depth: 1,
+        reps,
+    };
+    res.ping = Some(mk("sparkd-ping", "sparkd", new));
+    if baseline.is_some() {
+        res.ping_baseline = Some(mk("baseline-ping", "baseline", old));
+    }
+    Ok(())
+}
+
+fn kv_sizes(cx: &Ctx, d: &Sparkd, other: Option<Other>, res: &mut Results) -> Result<()> {
     let (a, counts) = (cx.a, cx.counts);
     let sizes: Vec<usize> = a.sizes.clone().unwrap_or(vec![4 * KIB, 256 * KIB]);
     // Values this large belong to the big group, on a daemon of their own.
     for &size in sizes.iter().filter(|&&s| s < 16 * MIB) {
         kv::sparkd_populate(d, size)?;
-        if let Some(r) = redis {
-            kv::redis_populate(r, size)?;
+        match other {
+            Some(Other::Redis(r)) => kv::redis_populate(r, size)?,
+            Some(Other::Baseline(b)) => kv::sparkd_populate(b, size)?,
+            None => {}
         }
         for op in a.ops() {
             for clients in [1, 8] {
@@ -152,7 +189,7 @@ fn kv_sizes(cx: &Ctx, d: &Sparkd, redis: Option<&Redis>, res: &mut Results) -> R
                         depth,
                         batches: (total / depth / clients).max(1),
                     };
-                    res.kv.push(side_by_side(d, redis, shape, counts.reps)?);
+                    res.kv.push(side_by_side(d, other, shape, counts.reps)?);
                 }
             }
         }
@@ -217,7 +254,12 @@ fn big_cases(cx: &Ctx, d: &Sparkd, redis: Option<&Redis>, res: &mut Results) -> 
                 depth: 1,
                 batches: (counts.big / clients).max(1),
             };
-            res.kv.push(side_by_side(d, redis, shape, counts.reps)?);
+            res.kv.push(side_by_side(
+                d,
+                redis.map(Other::Redis),
+                shape,
+                counts.reps,
+            )?);
         }
     }
     Ok(())

@@ -65,6 +65,7 @@ fn cases(res: &Results) -> Vec<Value> {
     let mut cases: Vec<Value> = Vec::new();
     cases.extend(res.floor_echo.iter().map(CaseResult::json));
     cases.extend(res.ping.iter().map(CaseResult::json));
+    cases.extend(res.ping_baseline.iter().map(CaseResult::json));
     cases.extend(res.floor_bulk.iter().map(CaseResult::json));
     for (s, r) in &res.kv {
         let mut v = s.json();

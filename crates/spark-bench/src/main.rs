@@ -54,7 +54,10 @@ fn run(a: &Args) -> Result<()> {
     let work_dir = a.work_dir.clone().unwrap_or_else(args::default_work_dir);
     std::fs::create_dir_all(&work_dir).with_context(|| format!("create {}", work_dir.display()))?;
     let load_before = loadavg();
-    let mut res = Results::default();
+    let mut res = Results {
+        kv_other: "redis",
+        ..Results::default()
+    };
     let cx = Ctx {
         a,
         counts: &counts,

@@ -89,6 +89,7 @@ pub struct Sparkd {
     _cache: Option<tempfile::TempDir>,
 }
 
+#[derive(Clone)]
 pub struct SparkdSpec<'a> {
     pub bin: &'a Path,
     /// `None`: a fresh cache in a temporary directory under `scratch`.

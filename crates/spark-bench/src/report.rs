@@ -107,6 +107,10 @@ fn case_rows(res: &Results) {
             .map(|e| format!("{:.2}x echo p50", p.p50().median / e.p50().median))
             .unwrap_or_default();
         row("ping c1 d1", p, &ratio);
+        if let Some(b) = &res.ping_baseline {
+            let ratio = format!("{:.2}x baseline ops/s", p.ops().median / b.ops().median);
+            row("", b, &ratio);
+        }
     }
     for f in &res.floor_bulk {
         row(&format!("copy 32MiB c{} d1", f.clients), f, "");
@@ -114,7 +118,7 @@ fn case_rows(res: &Results) {
     for (s, r) in &res.kv {
         let label = format!("{} {} c{} d{}", s.op, size_name(s.size), s.clients, s.depth);
         let mut ratio = match r {
-            Some(r) => format!("{:.2}x redis", s.ops().median / r.ops().median),
+            Some(r) => format!("{:.2}x {}", s.ops().median / r.ops().median, res.kv_other),
             None if s.op == "GET-INTO" => "(no Redis equivalent)".into(),
             None => "redis skipped".into(),
         };

@@ -79,6 +79,10 @@ pub fn find(
 }
 
 fn kv_ratio(res: &Results, op: Op, size: usize, clients: usize, depth: usize) -> Option<f64> {
+    if res.kv_other != "redis" {
+        // Compared with another sparkd build (--baseline): the Redis targets do not apply.
+        return None;
+    }
     let (s, r) = find(res, op, size, clients, depth)?;
     Some(s.ops().median / r.as_ref()?.ops().median)
 }

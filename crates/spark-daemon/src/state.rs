@@ -55,6 +55,11 @@ impl ServerState {
         self.shutdown.send_replace(true);
     }
 
+    /// A receiver of the shutdown flag, for loops that wait on it many times.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Resolves once shutdown was requested (at once if it already was).
     pub async fn shutting_down(&self) {
         let mut rx = self.shutdown.subscribe();

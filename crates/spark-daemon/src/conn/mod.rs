@@ -67,9 +67,10 @@ where
         state: env.state.clone(),
     };
     let (slots_tx, slots_rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let mut writer = tokio::spawn(writer::run(write, slots_rx, queue));
+    let shared = Arc::new(writer::Shared::new(write));
+    let mut writer = tokio::spawn(writer::run(shared.clone(), slots_rx, queue));
     let frames = reader::FrameReader::new(read, env.frame_timeout);
-    let mut r = reader::Reader::new(frames, &ctx, &env.registry, slots_tx);
+    let mut r = reader::Reader::new(frames, &ctx, &env.registry, slots_tx, shared);
     let ended = r.run(&mut writer).await;
     // Dropping the reader closes the reply queue: the writer sends what is still owed, then stops. A client
     // that stopped reading gets the frame timeout to take it, then the connection is dropped.

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -10,12 +12,12 @@ use bytes::BytesMut;
 use spark_proto::{
     ErrorCode, ErrorResponse, Frame, FrameHeader, HEADER_LEN, ProtoError, msg, service,
 };
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::writer::{End, Pending, Slot};
+use super::writer::{self, End, Pending, Shared, Slot};
 use crate::registry::{
     BoxFuture, Ctx, HandlerError, HandlerResult, Registry, Request, UploadPart, unknown_service,
 };
@@ -87,6 +89,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// True when a whole frame is already buffered (the next read returns at once).
+    pub(crate) fn has_buffered_frame(&self) -> bool {
+        if self.rbuf.len() < HEADER_LEN {
+            return false;
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&self.rbuf[..HEADER_LEN]);
+        match FrameHeader::decode(&hb) {
+            Ok(h) => self.rbuf.len() >= HEADER_LEN + h.len as usize,
+            Err(_) => true,
+        }
+    }
+
     fn bytes_wanted(&self) -> usize {
         if self.rbuf.len() < HEADER_LEN {
             return HEADER_LEN - self.rbuf.len();
@@ -145,11 +160,14 @@ struct Upload {
 }
 
 /// The reader's side of one connection.
-pub(crate) struct Reader<'a, R> {
+pub(crate) struct Reader<'a, R, W> {
     pub frames: FrameReader<R>,
     pub ctx: &'a Ctx,
     pub registry: &'a Registry,
     pub slots: mpsc::Sender<Slot>,
+    shared: Arc<Shared<W>>,
+    /// Replies written inline and not flushed yet.
+    dirty: bool,
     upload: Option<Upload>,
     order: EffectOrder,
     /// Set when the writer was seen to stop (a finished task must not be awaited twice).
@@ -162,18 +180,21 @@ enum Step {
     Stop,
 }
 
-impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
+impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
     pub(crate) fn new(
         frames: FrameReader<R>,
         ctx: &'a Ctx,
         registry: &'a Registry,
         slots: mpsc::Sender<Slot>,
+        shared: Arc<Shared<W>>,
     ) -> Self {
         Reader {
             frames,
             ctx,
             registry,
             slots,
+            shared,
+            dirty: false,
             upload: None,
             order: EffectOrder::default(),
             writer_end: None,
@@ -184,20 +205,25 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
     /// waits for an upload in progress: it is a request being handled). Returns the writer's end if the
     /// writer stopped first.
     pub(crate) async fn run(&mut self, writer: &mut JoinHandle<End>) -> Option<End> {
-        let state = self.ctx.state.clone();
+        let mut shutdown = self.ctx.state.shutdown_signal();
         loop {
             let uploading = self.upload.is_some();
+            // A frame already buffered is taken first, so a pipelined batch costs no other polls per frame.
             let read = tokio::select! {
                 biased;
-                end = &mut *writer => return Some(end.unwrap_or(End::Drained)),
-                _ = state.shutting_down(), if !uploading => return None,
                 r = self.frames.read_frame() => r,
+                end = &mut *writer => return Some(end.unwrap_or(End::Drained)),
+                _ = shutdown.wait_for(|s| *s), if !uploading => return None,
             };
             let step = match read {
                 Ok(frame) => self.on_frame(frame, writer).await,
                 Err(e) => self.on_read_error(e, writer).await,
             };
             if let Step::Stop = step {
+                return self.writer_end.take();
+            }
+            if self.dirty && !self.frames.has_buffered_frame() && self.flush_inline().await.is_err()
+            {
                 return self.writer_end.take();
             }
         }
@@ -265,8 +291,47 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
             return Step::Go;
         }
         let service = frame.service;
-        let pending = self.start(frame);
+        let mut pending = self.start(frame);
+        if let Pending::Ready(r) = pending {
+            match self.write_inline(service, r).await {
+                Ok(None) => return Step::Go,
+                Ok(Some(r)) => pending = Pending::Ready(r),
+                Err(e) => {
+                    debug!("connection ended: writing failed: {e}");
+                    return Step::Stop;
+                }
+            }
+        }
         self.push(service, pending, writer).await
+    }
+
+    /// Writes a finished reply straight into the output buffer when no earlier reply is still owed and the
+    /// writer is not using the buffer: order is kept, and the writer task is not woken for it. Gives the
+    /// reply back when it must go through the writer.
+    async fn write_inline(
+        &mut self,
+        service: u16,
+        r: HandlerResult,
+    ) -> std::io::Result<Option<HandlerResult>> {
+        if !writer::inlinable(&r) || self.shared.owed.load(Ordering::Acquire) != 0 {
+            return Ok(Some(r));
+        }
+        let Ok(mut out) = self.shared.out.try_lock() else {
+            return Ok(Some(r));
+        };
+        writer::write_result(&mut out, service, r).await?;
+        self.dirty = true;
+        Ok(None)
+    }
+
+    /// Sends what was written inline, before the reader waits for the client. If the writer holds the buffer,
+    /// it flushes before it lets go, so there is nothing to do.
+    async fn flush_inline(&mut self) -> std::io::Result<()> {
+        self.dirty = false;
+        if let Ok(mut out) = self.shared.out.try_lock() {
+            out.flush().await?;
+        }
+        Ok(())
     }
 
     /// Starts a request's handler. One that finishes at once (a memory hit, a ping) is answered without a task
@@ -315,6 +380,7 @@ impl<'a, R: AsyncRead + Unpin> Reader<'a, R> {
     /// Queues a request's place in the reply order, waiting while the in-flight limit is reached.
     async fn push(&mut self, service: u16, reply: Pending, writer: &mut JoinHandle<End>) -> Step {
         let slot = Slot { service, reply };
+        self.shared.owed.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::TrySendError::Full(slot)) = self.slots.try_send(slot) {
             // Throttled: the client is not reading its replies fast enough.
             tokio::select! {

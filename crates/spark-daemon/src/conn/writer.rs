@@ -6,11 +6,14 @@
 
 use std::io::IoSlice;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::BytesMut;
 use spark_proto::control::EventsLost;
 use spark_proto::{ErrorCode, ErrorResponse, FrameHeader, HEADER_LEN, MAX_PAYLOAD, msg, service};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::debug;
 
 use crate::events::{Event, EventQueue};
@@ -46,7 +49,7 @@ pub(crate) enum End {
     Failed(std::io::Error),
 }
 
-struct Out<W> {
+pub(crate) struct Out<W> {
     w: W,
     buf: BytesMut,
 }
@@ -116,7 +119,7 @@ impl<W: AsyncWrite + Unpin> Out<W> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.w.write_all(&self.buf).await?;
             self.buf.clear();
@@ -125,21 +128,39 @@ impl<W: AsyncWrite + Unpin> Out<W> {
     }
 }
 
+/// What the writer shares with the reader: the output buffer, and how many queued replies are not yet in
+/// it. When none are owed, the reader may append a finished reply itself (see `Reader::write_inline`): the
+/// common case — a memory hit, a ping — then costs no hand-over between tasks.
+pub(crate) struct Shared<W> {
+    pub out: Mutex<Out<W>>,
+    /// Slots queued by the reader whose replies are not yet in `out`.
+    pub owed: AtomicUsize,
+}
+
+impl<W> Shared<W> {
+    pub(crate) fn new(w: W) -> Self {
+        Shared {
+            out: Mutex::new(Out {
+                w,
+                buf: BytesMut::with_capacity(16 * 1024),
+            }),
+            owed: AtomicUsize::new(0),
+        }
+    }
+}
+
 /// Writes replies and events until the reader is done and every owed reply is out, or the connection fails.
 pub(crate) async fn run<W: AsyncWrite + Unpin>(
-    w: W,
+    shared: Arc<Shared<W>>,
     mut slots: mpsc::Receiver<Slot>,
     mut events: EventQueue,
 ) -> End {
-    let mut out = Out {
-        w,
-        buf: BytesMut::with_capacity(16 * 1024),
-    };
-    let r = write_loop(&mut out, &mut slots, &mut events).await;
+    let r = write_loop(&shared, &mut slots, &mut events).await;
     let end = match r {
         Ok(end) => end,
         Err(e) => End::Failed(e),
     };
+    let mut out = shared.out.lock().await;
     if matches!(end, End::Drained | End::Closed) {
         let _ = out.flush().await;
     }
@@ -150,47 +171,50 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
 enum Next {
     Slot(Option<Slot>),
     Event(Event),
-    /// Nothing is ready now and something is buffered.
+    /// Nothing more is ready now.
     Idle,
 }
 
+/// Waits (without the buffer's lock) for a reply or an event, then, holding the lock, writes it and whatever
+/// else is ready, and flushes. Every locked stretch ends with a flush, which the reader relies on.
 async fn write_loop<W: AsyncWrite + Unpin>(
-    out: &mut Out<W>,
+    shared: &Shared<W>,
     slots: &mut mpsc::Receiver<Slot>,
     events: &mut EventQueue,
 ) -> std::io::Result<End> {
     loop {
-        let next = if out.buf.is_empty() {
-            tokio::select! {
-                biased;
-                s = slots.recv() => Next::Slot(s),
-                Some(e) = events.recv() => Next::Event(e),
-            }
-        } else {
-            // Take only what is ready now; otherwise send what is buffered before waiting.
-            match slots.try_recv() {
-                Ok(s) => Next::Slot(Some(s)),
-                Err(mpsc::error::TryRecvError::Disconnected) => Next::Slot(None),
-                Err(mpsc::error::TryRecvError::Empty) => match events.try_recv() {
-                    Some(e) => Next::Event(e),
-                    None => Next::Idle,
-                },
-            }
+        let mut next = tokio::select! {
+            biased;
+            s = slots.recv() => Next::Slot(s),
+            Some(e) = events.recv() => Next::Event(e),
         };
-        match next {
-            Next::Idle => out.flush().await?,
-            Next::Event(e) => write_event(out, events, e).await?,
-            Next::Slot(None) => return Ok(End::Drained),
-            Next::Slot(Some(slot)) => {
-                let result = match slot.reply {
-                    Pending::Ready(r) => r,
-                    Pending::Running(rx) => wait_reply(out, events, rx).await?,
-                };
-                if write_result(out, slot.service, result).await? {
-                    return Ok(End::Closed);
+        let mut out = shared.out.lock().await;
+        loop {
+            match next {
+                Next::Idle => break,
+                Next::Event(e) => write_event(&mut out, events, e).await?,
+                Next::Slot(None) => return Ok(End::Drained),
+                Next::Slot(Some(slot)) => {
+                    let result = match slot.reply {
+                        Pending::Ready(r) => r,
+                        Pending::Running(rx) => wait_reply(&mut out, events, rx).await?,
+                    };
+                    let close = write_result(&mut out, slot.service, result).await?;
+                    shared.owed.fetch_sub(1, Ordering::AcqRel);
+                    if close {
+                        return Ok(End::Closed);
+                    }
                 }
             }
+            next = match slots.try_recv() {
+                Ok(s) => Next::Slot(Some(s)),
+                Err(mpsc::error::TryRecvError::Disconnected) => Next::Slot(None),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    events.try_recv().map_or(Next::Idle, Next::Event)
+                }
+            };
         }
+        out.flush().await?;
     }
 }
 
@@ -233,8 +257,18 @@ async fn write_event<W: AsyncWrite + Unpin>(
     out.flush_if_full().await
 }
 
+/// Whether the reader may write `r` itself: a reply that fits the buffer and neither waits on a producer nor
+/// closes the connection.
+pub(crate) fn inlinable(r: &HandlerResult) -> bool {
+    match r {
+        Ok(Reply::Msg(_)) | Err(HandlerError::Reply(_)) => true,
+        Ok(Reply::Blob { head, body, .. }) => head.len() + body.len() < DIRECT_WRITE_MIN,
+        _ => false,
+    }
+}
+
 /// Writes one request's reply; returns true when the connection must close after it.
-async fn write_result<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_result<W: AsyncWrite + Unpin>(
     out: &mut Out<W>,
     service: u16,
     result: HandlerResult,
