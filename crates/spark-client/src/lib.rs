@@ -25,6 +25,7 @@ pub mod lifecycle;
 mod platform;
 pub mod tiered;
 pub mod transport;
+pub mod watch;
 
 pub use cache::{AssetCache, CacheClient, ShaderCache};
 pub use client::{Client, ClientOptions};
@@ -37,6 +38,7 @@ pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, Ver
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
 };
+pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
 
 /// The default socket path for this user (same rule as the daemon's).
 pub fn default_socket_path() -> std::path::PathBuf {
