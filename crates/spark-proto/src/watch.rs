@@ -55,7 +55,7 @@ define_messages! {
     /// (`since_instance`, `since_seq`; instance 0 = no since). With a clock, the first [`Changes`] event holds
     /// what changed since it, or has [`CHANGES_FRESH_INSTANCE`] set.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
-    pub struct Subscribe = SUBSCRIBE, exact {
+    pub struct Subscribe as "WatchSubscribe" = SUBSCRIBE, exact {
         root: String,
         flags: u8,
         include: Vec<String>,
@@ -66,7 +66,7 @@ define_messages! {
 
     /// SubscribeResponse: `u32` subscription id, the root's clock now, and how much of the tree is watched.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct SubscribeResponse = SUBSCRIBE_RESPONSE, lenient {
+    pub struct SubscribeResponse as "WatchSubscribeResponse" = SUBSCRIBE_RESPONSE, lenient {
         subscription: u32,
         instance: u64,
         seq: u64,
@@ -76,13 +76,13 @@ define_messages! {
 
     /// Unsubscribe: `u32` subscription id (of this connection).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Unsubscribe = UNSUBSCRIBE, exact {
+    pub struct Unsubscribe as "WatchUnsubscribe" = UNSUBSCRIBE, exact {
         subscription: u32,
     }
 
     /// UnsubscribeResponse: `u8` whether the subscription existed.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct UnsubscribeResponse = UNSUBSCRIBE_RESPONSE, exact {
+    pub struct UnsubscribeResponse as "WatchUnsubscribeResponse" = UNSUBSCRIBE_RESPONSE, exact {
         existed: bool,
     }
 
@@ -90,7 +90,7 @@ define_messages! {
     /// Same fields as [`Subscribe`]. An unwatched root starts being watched (and is released after the grace
     /// period) and answers `fresh_instance`.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
-    pub struct Query = QUERY, exact {
+    pub struct Query as "WatchQuery" = QUERY, exact {
         root: String,
         flags: u8,
         include: Vec<String>,
@@ -101,12 +101,12 @@ define_messages! {
 
     /// Asks for [`ListResponse`]: every watched root.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-    pub struct List = LIST, exact;
+    pub struct List as "WatchList" = LIST, exact;
 
     /// Rescan (event): `u32` subscription, `str16` root, the clock after the overflow, `str16` reason. Events
     /// were missed under the root: the client rescans it. One per overflow, never a flood of file events.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Rescan = RESCAN, exact {
+    pub struct Rescan as "WatchRescan" = RESCAN, exact {
         subscription: u32,
         root: String,
         instance: u64,
@@ -117,7 +117,7 @@ define_messages! {
     /// Ended (event): `u32` subscription, `str16` root, `u8` reason ([`ENDED_ROOT_DELETED`],
     /// [`ENDED_WATCH_LIMIT`], [`ENDED_ERROR`]), `str16` message. No event follows for this subscription.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Ended = ENDED, exact {
+    pub struct Ended as "WatchEnded" = ENDED, exact {
         subscription: u32,
         root: String,
         reason: u8,
@@ -241,7 +241,7 @@ impl Changes {
     /// This message's registry entry (see [`crate::messages::ALL`]).
     pub const INFO: MessageInfo = MessageInfo {
         service: "watch",
-        name: "Changes",
+        name: "WatchChanges",
         msg_type: CHANGES,
         fields: &[
             ("subscription", "u32"),
@@ -298,7 +298,7 @@ impl QueryResponse {
     /// This message's registry entry (see [`crate::messages::ALL`]).
     pub const INFO: MessageInfo = MessageInfo {
         service: "watch",
-        name: "QueryResponse",
+        name: "WatchQueryResponse",
         msg_type: QUERY_RESPONSE,
         fields: &[
             ("instance", "u64"),
@@ -358,7 +358,7 @@ impl ListResponse {
     /// This message's registry entry (see [`crate::messages::ALL`]).
     pub const INFO: MessageInfo = MessageInfo {
         service: "watch",
-        name: "ListResponse",
+        name: "WatchListResponse",
         msg_type: LIST_RESPONSE,
         fields: &[(
             "roots",
