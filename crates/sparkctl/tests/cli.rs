@@ -167,7 +167,7 @@ fn watch_prints_live_changes_queries_since_a_clock_and_lists_roots() {
     let s = &d.socket;
     let t = tempfile::tempdir().unwrap();
     let root = t.path().to_str().unwrap();
-    let mut live = Command::new(env!("CARGO_BIN_EXE_sparkctl"))
+    let live = Command::new(env!("CARGO_BIN_EXE_sparkctl"))
         .arg("--socket")
         .arg(s)
         .args(["--json", "watch", root, "--glob", "*.txt", "--count", "1"])
