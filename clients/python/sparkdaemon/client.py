@@ -617,6 +617,66 @@ class AssetCache(_CacheApi):
             raise TypeError(f"asset path must be str, not {type(path).__name__}")
         return self._submit(_Simple(self.SERVICE, p.Invalidate(path), p.InvalidateResponse, lambda m: m.dropped))
 
+    def declare_deps(self, path: str, platform: int, deps: List[str]) -> int:
+        """Declares the source files ``(path, platform)`` was built from: when one changes, the daemon drops the
+        variant and sends AssetInvalidated to connections that subscribed. Returns how many are watched."""
+        files = [os.path.abspath(d) for d in deps]
+        return self._submit(
+            _Simple(self.SERVICE, p.DeclareDeps(path, platform, files), p.DeclareDepsResponse, lambda m: m.watched)
+        )
+
+    def subscribe_invalidations(self) -> None:
+        """AssetInvalidated events (``p.AssetInvalidated``) arrive on this connection (see ``on_event``)."""
+        self._submit(_Simple(self.SERVICE, p.SubscribeInvalidations(), p.SubscribeInvalidationsResponse))
+
+    def get_or_import(
+        self,
+        source_path: str,
+        platform: int,
+        importer_id: str,
+        importer_version: int,
+        import_fn: Callable[[], BytesLike],
+        deps: Optional[List[str]] = None,
+    ) -> bytes:
+        """The variant of ``source_path`` for ``platform`` made by this importer: from the cache, or made by
+        ``import_fn()`` -- run at most once across every process asking at the same time (the others wait for
+        its result). Keyed on the BLAKE3 of the source's and ``deps``' contents (not their mtimes), the
+        importer's id and version and the platform; once stored, the source and deps are watched and a change
+        drops the variant. Not available in a pipeline."""
+        claim = p.ImportClaim(
+            platform,
+            importer_id,
+            importer_version,
+            os.path.abspath(source_path),
+            [os.path.abspath(d) for d in (deps or [])],
+        )
+        # A ready variant can be evicted before it is read: claim again (then this call may import it).
+        for _ in range(8):
+            r = self._submit(_Simple(self.SERVICE, claim, p.ImportClaimResponse))
+            if not isinstance(r, p.ImportClaimResponse):
+                raise TypeError("get_or_import cannot run in a pipeline")
+            if r.status == p.CLAIM_READY:
+                data = self.get(r.path, platform)
+                if data is not None:
+                    return data
+                continue
+            return self._import(r.path, platform, import_fn)
+        raise SparkError("the imported variant kept being evicted before it could be read")
+
+    def _import(self, path: str, platform: int, import_fn: Callable[[], BytesLike]) -> bytes:
+        def done(ok: bool) -> None:
+            self._submit(_Simple(self.SERVICE, p.ImportDone(path, platform, ok), p.ImportDoneResponse))
+
+        try:
+            data = bytes(import_fn())
+            stored = self.put(path, platform, data)
+        except BaseException:
+            # Wake the waiters: one of them imports instead.
+            done(False)
+            raise
+        done(stored)
+        return data
+
 
 class _ControlApi:
     """Control requests that can run alone or in a pipeline."""

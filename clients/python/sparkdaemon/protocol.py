@@ -1173,9 +1173,13 @@ _ANY_SERVICE: Dict[int, Type[Message]] = {
     MSG_STREAM_END: StreamEnd,
 }
 
-# The Watch service's messages live in their own module and are re-exported here.
+# The asset pipeline's and the Watch service's messages live in their own modules and are re-exported here.
+from .asset_pipeline import *  # noqa: E402,F401,F403
+from .asset_pipeline import ASSET_PIPELINE_MESSAGES  # noqa: E402
 from .watch_messages import *  # noqa: E402,F401,F403
 from .watch_messages import WATCH_MESSAGES  # noqa: E402
+
+_ASSET_MESSAGES.update({c.TYPE: c for c in ASSET_PIPELINE_MESSAGES})
 
 _BY_SERVICE: Dict[int, Dict[int, Type[Message]]] = {
     SERVICE_CONTROL: _CONTROL_MESSAGES,

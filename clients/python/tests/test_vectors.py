@@ -116,6 +116,21 @@ BUILD = {
     "Namespaces": (p.Namespaces, lambda f: p.Namespaces()),
     "NamespacesResponse": (p.NamespacesResponse, namespaces_response),
     "EventsLost": (p.EventsLost, lambda f: p.EventsLost(f["dropped"])),
+    "DeclareDeps": (p.DeclareDeps, lambda f: p.DeclareDeps(f["path"], f["platform"], f["deps"])),
+    "DeclareDepsResponse": (p.DeclareDepsResponse, lambda f: p.DeclareDepsResponse(f["watched"])),
+    "SubscribeInvalidations": (p.SubscribeInvalidations, lambda f: p.SubscribeInvalidations()),
+    "SubscribeInvalidationsResponse": (
+        p.SubscribeInvalidationsResponse,
+        lambda f: p.SubscribeInvalidationsResponse(),
+    ),
+    "ImportClaim": (
+        p.ImportClaim,
+        lambda f: p.ImportClaim(f["platform"], f["importer_id"], f["importer_version"], f["source"], f["deps"]),
+    ),
+    "ImportClaimResponse": (p.ImportClaimResponse, lambda f: p.ImportClaimResponse(f["status"], f["path"])),
+    "ImportDone": (p.ImportDone, lambda f: p.ImportDone(f["path"], f["platform"], f["ok"] != 0)),
+    "ImportDoneResponse": (p.ImportDoneResponse, lambda f: p.ImportDoneResponse(f["watched"])),
+    "AssetInvalidated": (p.AssetInvalidated, lambda f: p.AssetInvalidated(f["path"], f["platform"], f["source"])),
     "WatchSubscribe": (p.WatchSubscribe, lambda f: subscribe_like(p.WatchSubscribe, f)),
     "WatchSubscribeResponse": (
         p.WatchSubscribeResponse,

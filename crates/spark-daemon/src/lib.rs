@@ -37,10 +37,12 @@ pub fn build_registry(
     reg.register(Arc::new(services::shader::shader_service(
         namespaces.expect("shader"),
     )));
+    let watch = Arc::new(services::watch::WatchService::new(watch));
     reg.register(Arc::new(services::asset::asset_service(
         namespaces.expect("asset"),
+        watch.shared(),
     )));
-    reg.register(Arc::new(services::watch::WatchService::new(watch)));
+    reg.register(watch);
     #[cfg(feature = "test-services")]
     services::testing::register_if_asked(&mut reg);
     // Control reports every other service, so it is registered last.

@@ -61,11 +61,20 @@ pub struct RootKey {
     pub flags: u8,
 }
 
+/// Root flag inside the daemon only (never on the wire): watch the directory itself, not its subdirectories.
+pub const FLAG_FLAT: u8 = 0x80;
+
 impl RootKey {
     pub fn ignore_files(&self) -> bool {
         self.flags & FLAG_NO_IGNORE_FILES == 0
     }
+    pub fn flat(&self) -> bool {
+        self.flags & FLAG_FLAT != 0
+    }
 }
+
+/// The connection id internal subscriptions are filed under (connection ids start at 1 and never wrap).
+const INTERNAL_CONN: u64 = u64::MAX;
 
 pub struct Shared {
     pub config: WatchConfig,
@@ -82,6 +91,92 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The live root for `path` and `flags`, opening it (a scan; blocking pool) when there is none.
+    async fn root(self: &Arc<Self>, path: &str, flags: u8) -> Result<Arc<Root>, HandlerError> {
+        let p = PathBuf::from(path);
+        if !p.is_absolute() {
+            return Err(HandlerError::reply(
+                ErrorCode::InvalidKey,
+                format!("watch root must be an absolute path, got {path:?}"),
+            ));
+        }
+        let canon = tokio::task::spawn_blocking(move || std::fs::canonicalize(&p))
+            .await
+            .map_err(|e| HandlerError::reply(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| HandlerError::reply(ErrorCode::Io, format!("cannot watch {path}: {e}")))?;
+        if !canon.is_dir() {
+            return Err(HandlerError::reply(
+                ErrorCode::Io,
+                format!("cannot watch {path}: not a directory"),
+            ));
+        }
+        let key = RootKey { path: canon, flags };
+        let _opening = self.opening.lock().await;
+        if let Some(r) = lock(&self.roots).get(&key) {
+            return Ok(r.clone());
+        }
+        let shared = self.clone();
+        let k = key.clone();
+        let root = tokio::task::spawn_blocking(move || Root::open(k, &shared))
+            .await
+            .map_err(|e| HandlerError::reply(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| {
+                if let TreeError::WatchLimit(_) = e {
+                    tracing::error!("{e}");
+                }
+                let code = match e {
+                    TreeError::WatchLimit(_) => ErrorCode::NoSpace,
+                    _ => ErrorCode::Io,
+                };
+                HandlerError::reply(code, e.to_string())
+            })?;
+        lock(&self.roots).insert(key, root.clone());
+        Ok(root)
+    }
+
+    /// Subscribes a daemon-internal sink to `dir` (not recursive, ignore files off): the asset service's
+    /// dependency watches. Returns the subscription id for [`Shared::unsubscribe_internal`].
+    pub async fn subscribe_internal(
+        self: &Arc<Self>,
+        dir: &std::path::Path,
+        sink: Arc<dyn root::Internal>,
+    ) -> Result<u32, HandlerError> {
+        let path = dir.to_str().ok_or_else(|| {
+            HandlerError::reply(
+                ErrorCode::InvalidKey,
+                format!("{} is not UTF-8", dir.display()),
+            )
+        })?;
+        let root = self.root(path, FLAG_NO_IGNORE_FILES | FLAG_FLAT).await?;
+        let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let mut subs = lock(&self.subs);
+        let mut s = root.state();
+        if s.ended {
+            return Err(HandlerError::reply(
+                ErrorCode::Io,
+                format!("the watch of {path} just ended"),
+            ));
+        }
+        subs.insert(id, (INTERNAL_CONN, root.clone()));
+        s.subscribe(
+            Sub {
+                id,
+                conn: INTERNAL_CONN,
+                filter: Filter::new(&[], &[]).expect("no globs"),
+                sink: root::Sink::Internal(sink),
+            },
+            None,
+        );
+        Ok(id)
+    }
+
+    pub fn unsubscribe_internal(&self, id: u32) {
+        let mut subs = lock(&self.subs);
+        if let Some((_, root)) = subs.remove(&id) {
+            root.state().remove_subs(|s| s.id == id);
+        }
+    }
+
     /// Removes `root` from the table (it ended).
     pub fn forget_root(&self, root: &Arc<Root>) {
         let mut roots = lock(&self.roots);
@@ -110,6 +205,11 @@ pub struct WatchService {
 }
 
 impl WatchService {
+    /// What the asset service uses to watch dependencies.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub fn new(config: WatchConfig) -> Self {
         WatchService {
             shared: Arc::new(Shared {
@@ -122,57 +222,14 @@ impl WatchService {
         }
     }
 
-    /// The live root for `path` and `flags`, opening it (a scan; blocking pool) when there is none.
-    async fn root(&self, path: &str, flags: u8) -> Result<Arc<Root>, HandlerError> {
-        let p = PathBuf::from(path);
-        if !p.is_absolute() {
-            return Err(HandlerError::reply(
-                ErrorCode::InvalidKey,
-                format!("watch root must be an absolute path, got {path:?}"),
-            ));
-        }
-        let canon = tokio::task::spawn_blocking(move || std::fs::canonicalize(&p))
-            .await
-            .map_err(|e| HandlerError::reply(ErrorCode::Internal, e.to_string()))?
-            .map_err(|e| HandlerError::reply(ErrorCode::Io, format!("cannot watch {path}: {e}")))?;
-        if !canon.is_dir() {
-            return Err(HandlerError::reply(
-                ErrorCode::Io,
-                format!("cannot watch {path}: not a directory"),
-            ));
-        }
-        let key = RootKey {
-            path: canon,
-            flags: flags & FLAG_NO_IGNORE_FILES,
-        };
-        let _opening = self.shared.opening.lock().await;
-        if let Some(r) = lock(&self.shared.roots).get(&key) {
-            return Ok(r.clone());
-        }
-        let shared = self.shared.clone();
-        let k = key.clone();
-        let root = tokio::task::spawn_blocking(move || Root::open(k, &shared))
-            .await
-            .map_err(|e| HandlerError::reply(ErrorCode::Internal, e.to_string()))?
-            .map_err(|e| {
-                if let TreeError::WatchLimit(_) = e {
-                    tracing::error!("{e}");
-                }
-                let code = match e {
-                    TreeError::WatchLimit(_) => ErrorCode::NoSpace,
-                    _ => ErrorCode::Io,
-                };
-                HandlerError::reply(code, e.to_string())
-            })?;
-        lock(&self.shared.roots).insert(key, root.clone());
-        Ok(root)
-    }
-
     async fn subscribe(&self, req: &Request) -> HandlerResult {
         let m: Subscribe = req.decode()?;
         let filter = Filter::new(&m.include, &m.exclude)
             .map_err(|e| HandlerError::reply(ErrorCode::Malformed, format!("bad glob: {e}")))?;
-        let root = self.root(&m.root, m.flags).await?;
+        let root = self
+            .shared
+            .root(&m.root, m.flags & FLAG_NO_IGNORE_FILES)
+            .await?;
         let id = self.shared.next_sub.fetch_add(1, Ordering::Relaxed);
         let conn = req.ctx.conn.id;
         let since = (m.since_instance != 0).then_some((m.since_instance, m.since_seq));
@@ -191,7 +248,7 @@ impl WatchService {
                 id,
                 conn,
                 filter,
-                events: req.ctx.conn.events.clone(),
+                sink: root::Sink::Conn(req.ctx.conn.events.clone()),
             },
             since,
         );
@@ -223,7 +280,10 @@ impl WatchService {
         let m: Query = req.decode()?;
         let filter = Filter::new(&m.include, &m.exclude)
             .map_err(|e| HandlerError::reply(ErrorCode::Malformed, format!("bad glob: {e}")))?;
-        let root = self.root(&m.root, m.flags).await?;
+        let root = self
+            .shared
+            .root(&m.root, m.flags & FLAG_NO_IGNORE_FILES)
+            .await?;
         let mut s = root.state();
         if s.subs.is_empty() {
             // A query counts as use: the root stays for another grace period.

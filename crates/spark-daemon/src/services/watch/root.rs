@@ -5,6 +5,7 @@
 //! the batch becomes an overflow, like an inotify queue overflow: one `Rescan` per root, repeated overflows
 //! backing off (at most one rescan per backoff period, doubling to [`MAX_BACKOFF`]).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -32,11 +33,38 @@ const CHANGES_PER_EVENT: usize = 2048;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A subscriber inside the daemon (the asset service's dependency watches). Called with the root's state
+/// locked, from the root's thread: it must only queue work, never call back into the Watch service.
+pub trait Internal: Send + Sync {
+    /// A settled batch under `root`.
+    fn changed(&self, root: &Path, changes: &[Change]);
+    /// Changes under `root` were missed, or the watch ended: treat everything under it as changed.
+    fn lost(&self, root: &Path);
+}
+
+/// Where a subscription's events go.
+pub enum Sink {
+    Conn(EventSender),
+    Internal(Arc<dyn Internal>),
+}
+
 pub struct Sub {
     pub id: u32,
     pub conn: u64,
     pub filter: Filter,
-    pub events: EventSender,
+    pub sink: Sink,
+}
+
+impl Sub {
+    fn send<M: spark_proto::Message>(&self, m: &M, root: &Path) -> Sent {
+        match &self.sink {
+            Sink::Conn(ev) => ev.send_msg(service::WATCH, m),
+            Sink::Internal(i) => {
+                i.lost(root);
+                Sent::Queued
+            }
+        }
+    }
 }
 
 pub struct State {
@@ -90,7 +118,7 @@ impl Root {
             path: key.path.display().to_string(),
             msg: e.to_string(),
         })?;
-        let mut tree = Tree::new(key.path.clone(), key.ignore_files());
+        let mut tree = Tree::new(key.path.clone(), key.ignore_files(), key.flat());
         tree.scan(&mut watcher, "", None)?;
         let root = Arc::new(Root {
             key,
@@ -179,7 +207,12 @@ impl State {
 
     fn deliver(&mut self, changes: &[Change]) {
         let (instance, seq) = (self.history.instance, self.history.seq);
+        let root = self.tree.root.clone();
         self.subs.retain(|s| {
+            if let Sink::Internal(i) = &s.sink {
+                i.changed(&root, changes);
+                return true;
+            }
             let mine: Vec<Change> = changes
                 .iter()
                 .filter(|c| s.filter.wants(&c.path) || (!c.to.is_empty() && s.filter.wants(&c.to)))
@@ -190,15 +223,16 @@ impl State {
     }
 
     fn end_all(&mut self, root: &str, reason: u8, message: &str) {
+        let path = self.tree.root.clone();
         for s in self.subs.drain(..) {
-            s.events.send_msg(
-                service::WATCH,
+            s.send(
                 &Ended {
                     subscription: s.id,
                     root: root.to_string(),
                     reason,
                     message: message.to_string(),
                 },
+                &path,
             );
         }
         self.ended = true;
@@ -207,6 +241,9 @@ impl State {
 
 /// Sends one batch to one subscriber, split into events of at most [`CHANGES_PER_EVENT`] changes.
 fn send_changes(sub: &Sub, instance: u64, seq: u64, flags: u8, changes: Vec<Change>) -> Sent {
+    let Sink::Conn(events) = &sub.sink else {
+        return Sent::Queued;
+    };
     let mut chunks: Vec<Vec<Change>> = changes
         .chunks(CHANGES_PER_EVENT)
         .map(|c| c.to_vec())
@@ -218,7 +255,7 @@ fn send_changes(sub: &Sub, instance: u64, seq: u64, flags: u8, changes: Vec<Chan
     let mut last = Sent::Queued;
     for (i, chunk) in chunks.into_iter().enumerate() {
         let more = if i + 1 < n { CHANGES_MORE } else { 0 };
-        last = sub.events.send_msg(
+        last = events.send_msg(
             service::WATCH,
             &Changes {
                 subscription: sub.id,
@@ -363,9 +400,9 @@ impl Worker {
             rescans = s.rescans,
             "watch overflowed (events were missed); rescanned, subscribers told to rescan"
         );
+        let path = s.tree.root.clone();
         s.subs.retain(|sub| {
-            sub.events.send_msg(
-                service::WATCH,
+            sub.send(
                 &Rescan {
                     subscription: sub.id,
                     root: root_name.to_string(),
@@ -373,6 +410,7 @@ impl Worker {
                     seq,
                     reason: "overflow: events were missed".into(),
                 },
+                &path,
             ) != Sent::Closed
         });
         Ok(())

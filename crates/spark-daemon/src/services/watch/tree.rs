@@ -98,6 +98,8 @@ pub struct Tree {
     rules: IgnoreRules,
     /// OS watches held: one per known directory plus the root.
     pub watches: u32,
+    /// Watch the root directory only, not its subdirectories (dependency watches of the asset service).
+    flat: bool,
 }
 
 fn rel_of(root: &Path, p: &Path) -> Option<String> {
@@ -121,12 +123,13 @@ fn watch_err(root: &Path, e: notify::Error) -> TreeError {
 }
 
 impl Tree {
-    pub fn new(root: PathBuf, ignore_files: bool) -> Self {
+    pub fn new(root: PathBuf, ignore_files: bool, flat: bool) -> Self {
         Tree {
             root,
             known: BTreeMap::new(),
             rules: IgnoreRules::new(ignore_files),
             watches: 0,
+            flat,
         }
     }
 
@@ -178,7 +181,7 @@ impl Tree {
                 if let (true, Some(out)) = (new, created.as_deref_mut()) {
                     out.push(Change::new(ChangeKind::Created, rel.clone()));
                 }
-                if is_dir {
+                if is_dir && !self.flat {
                     stack.push(rel);
                 }
             }
@@ -303,7 +306,7 @@ impl Tree {
         out.push(Change::renamed(f, t));
         let moved = self.forget(w, f, was_dir);
         self.known.insert(t.into(), is_dir);
-        if is_dir {
+        if is_dir && !self.flat {
             for old in &moved {
                 let new = format!("{t}{}", &old[f.len()..]);
                 out.push(Change::renamed(old.clone(), new));
@@ -370,7 +373,7 @@ impl Tree {
         }
         self.known.insert(rel.into(), is_dir);
         out.push(Change::new(ChangeKind::Created, rel));
-        if is_dir {
+        if is_dir && !self.flat {
             self.scan(w, rel, Some(out))?;
         }
         Ok(())
