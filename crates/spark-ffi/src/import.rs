@@ -77,8 +77,8 @@ unsafe fn path_list<'a>(
 /// `source_path` and `importer_id` are NUL-terminated UTF-8 strings; `deps` is NULL (with `dep_count` 0) or
 /// points to `dep_count` such strings; `import_fn` is callable with `user_data`; `ran_out` is NULL or valid
 /// for writing a `bool`; `out` is valid for writing a `SparkBuffer`.
-#[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)] // The C signature: one flat call an engine can make without structs.
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn spark_asset_get_or_import(
     source_path: *const c_char,
     platform: u8,
