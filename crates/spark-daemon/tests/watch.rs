@@ -529,3 +529,75 @@ fn running_out_of_inotify_watches_is_a_clear_error_and_the_daemon_stays_healthy(
     let ok = cl.watch().subscribe(r, &WatchSpec::default()).unwrap();
     assert_eq!(ok.watched_dirs, 65);
 }
+
+const MAX_QUEUED: &str = "/proc/sys/fs/inotify/max_queued_events";
+
+/// Restores a sysctl file when dropped, also when the test panics.
+struct Restore(&'static str, String);
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(self.0, &self.1) {
+            eprintln!("FAILED to restore {} to {}: {e}", self.0, self.1.trim());
+        }
+    }
+}
+
+#[test]
+fn an_overflow_is_one_rescan_per_storm_and_loses_history_loudly() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED an_overflow_is_one_rescan: needs root to lower {MAX_QUEUED} (run the suite as root)"
+        );
+        return;
+    }
+    let d = Daemon::start(&[]);
+    let cl = d.client();
+    let t = tmp();
+    let r = t.path();
+    let resp = {
+        // The queue length is fixed when the inotify instance is made: lower it only around the Subscribe.
+        let old = fs::read_to_string(MAX_QUEUED).unwrap();
+        let _restore = Restore(MAX_QUEUED, old);
+        fs::write(MAX_QUEUED, "16\n").unwrap();
+        cl.watch().subscribe(r, &WatchSpec::default()).unwrap()
+    };
+    let before = Clock {
+        instance: resp.instance,
+        seq: resp.seq,
+    };
+    // Three storms of 300 files: each overflows a 16-event queue many times over.
+    const STORMS: usize = 3;
+    for s in 0..STORMS {
+        for i in 0..300 {
+            fs::write(r.join(format!("s{s}-{i}")), b"x").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Everything until the daemon has been quiet for longer than any backoff it could be waiting out here.
+    let mut others = Vec::new();
+    while let Some(e) = cl.watch().next_event(Duration::from_secs(3)).unwrap() {
+        others.push(e);
+    }
+    let rescans = others
+        .iter()
+        .filter(|e| matches!(e, WatchEvent::Rescan(_)))
+        .count();
+    assert!(rescans >= 1, "the overflow must be reported: {others:?}");
+    assert!(
+        rescans <= STORMS,
+        "at most one rescan per storm (backoff), got {rescans}"
+    );
+    let list = cl.watch().list().unwrap();
+    assert_eq!(list[0].rescans as usize, rescans);
+    assert_eq!(
+        list[0].files,
+        (STORMS * 300) as u64,
+        "the rescan learnt the tree"
+    );
+    // History before the overflow is gone, and says so.
+    let spec = WatchSpec {
+        since: Some(before),
+        ..Default::default()
+    };
+    assert!(cl.watch().query(r, &spec).unwrap().fresh_instance);
+}

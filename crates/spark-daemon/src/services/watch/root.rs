@@ -3,7 +3,8 @@
 //!
 //! Notifications go from the OS watcher's thread into a bounded channel; when it is full they are dropped and
 //! the batch becomes an overflow, like an inotify queue overflow: one `Rescan` per root, repeated overflows
-//! backing off (at most one rescan per backoff period, doubling to [`MAX_BACKOFF`]).
+//! backing off (at most one rescan per backoff period, doubling to [`MAX_BACKOFF`]), each once the storm has
+//! passed.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -385,8 +386,13 @@ impl Worker {
         } else {
             (self.backoff * 2).min(MAX_BACKOFF)
         };
+        // Let the storm finish first (the tree quiet for a few settle periods, bounded): rescanning while it
+        // still rages would overflow again at once and cost a second rescan for one storm. What arrives
+        // meanwhile is covered by the rescan.
+        let quiet = (self.settle * 5).max(Duration::from_millis(100));
+        let give_up = Instant::now() + MAX_BACKOFF;
+        while Instant::now() < give_up && self.rx.recv_timeout(quiet).is_ok() {}
         self.last_rescan = Some(Instant::now());
-        // Drain what queued up: the rescan covers it.
         while self.rx.try_recv().is_ok() {}
         self.dropped.store(false, Ordering::Release);
         let mut w = lock(&self.root.watcher);
