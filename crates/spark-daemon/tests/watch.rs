@@ -12,6 +12,18 @@ use spark_client::spark_proto::watch::{Change, ChangeKind, ENDED_ROOT_DELETED};
 use spark_client::{Client, Clock, Error, WatchEvent, WatchSpec};
 use spark_testkit::{Daemon, eventually};
 
+/// The two tests that lower an inotify sysctl (for every process of this user) take this exclusively; every
+/// other test here shares it, so none of them adds a watch while a limit is lowered.
+static SYSCTL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    SYSCTL.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SYSCTL.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// How long a test waits for an event before giving up (a bound, not a measurement).
 const WAIT: Duration = Duration::from_secs(20);
 /// Quiet time after the expected events, to catch extra ones.
@@ -78,6 +90,7 @@ fn expect(cl: &Client, sub: u32, op: impl FnOnce(), want: &[Change]) {
 
 #[test]
 fn file_and_directory_operations_arrive_in_order_after_settling() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -140,6 +153,7 @@ fn file_and_directory_operations_arrive_in_order_after_settling() {
 
 #[test]
 fn an_editor_safe_save_is_one_modified_event() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -160,6 +174,7 @@ fn an_editor_safe_save_is_one_modified_event() {
 
 #[test]
 fn gitignored_paths_produce_no_events_and_get_no_watch() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -200,6 +215,7 @@ fn gitignored_paths_produce_no_events_and_get_no_watch() {
 
 #[test]
 fn include_and_exclude_globs_filter_a_subscription() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -225,6 +241,7 @@ fn include_and_exclude_globs_filter_a_subscription() {
 
 #[test]
 fn ten_thousand_files_at_once_arrive_in_full_or_as_a_rescan() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -260,6 +277,7 @@ fn ten_thousand_files_at_once_arrive_in_full_or_as_a_rescan() {
 
 #[test]
 fn since_a_clock_after_a_reconnect_misses_no_change() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let t = tmp();
     let r = t.path();
@@ -315,6 +333,7 @@ fn since_a_clock_after_a_reconnect_misses_no_change() {
 
 #[test]
 fn a_daemon_restart_answers_fresh_instance() {
+    let _sysctl = shared();
     let mut d = Daemon::start(&[]);
     let t = tmp();
     let r = t.path();
@@ -360,6 +379,7 @@ fn inotify_watches(pid: u32) -> usize {
 
 #[test]
 fn a_client_that_disconnects_leaves_no_watch_behind() {
+    let _sysctl = shared();
     let d = Daemon::start(&["--watch-grace-secs", "0"]);
     let t = tmp();
     let r = t.path();
@@ -386,6 +406,7 @@ fn a_client_that_disconnects_leaves_no_watch_behind() {
 
 #[test]
 fn unsubscribe_and_the_grace_period_keep_a_root_for_reconnects() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -412,6 +433,7 @@ fn unsubscribe_and_the_grace_period_keep_a_root_for_reconnects() {
 
 #[test]
 fn a_deleted_root_ends_its_subscriptions() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let t = tmp();
@@ -434,6 +456,7 @@ fn a_deleted_root_ends_its_subscriptions() {
 
 #[test]
 fn bad_roots_are_clear_errors() {
+    let _sysctl = shared();
     let d = Daemon::start(&[]);
     let cl = d.client();
     let err = cl
@@ -489,6 +512,7 @@ fn user_watches() -> usize {
 
 #[test]
 fn running_out_of_inotify_watches_is_a_clear_error_and_the_daemon_stays_healthy() {
+    let _sysctl = exclusive();
     if !rustix::process::geteuid().is_root() {
         eprintln!(
             "SKIPPED running_out_of_inotify_watches: needs root to lower {MAX_WATCHES} (run the suite as root)"
@@ -543,6 +567,7 @@ impl Drop for Restore {
 
 #[test]
 fn an_overflow_is_one_rescan_per_storm_and_loses_history_loudly() {
+    let _sysctl = exclusive();
     if !rustix::process::geteuid().is_root() {
         eprintln!(
             "SKIPPED an_overflow_is_one_rescan: needs root to lower {MAX_QUEUED} (run the suite as root)"
