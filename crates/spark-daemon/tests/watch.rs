@@ -591,10 +591,14 @@ fn an_overflow_is_one_rescan_per_storm_and_loses_history_loudly() {
     };
     // Three storms of 300 files: each overflows a 16-event queue many times over.
     const STORMS: usize = 3;
+    let pid = rustix::process::Pid::from_raw(d.pid() as i32).unwrap();
     for s in 0..STORMS {
+        // The daemon is stopped during the storm, so the kernel queue overflows whatever the machine's load.
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
         for i in 0..300 {
             fs::write(r.join(format!("s{s}-{i}")), b"x").unwrap();
         }
+        rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
     // Everything until the daemon has been quiet for longer than any backoff it could be waiting out here.
