@@ -678,6 +678,45 @@ class AssetCache(_CacheApi):
         return data
 
 
+class WatchApi:
+    """The Watch service (7): file-system watches kept by the daemon, with clocks (see docs/protocol.md §12).
+
+    Clocks are ``(instance, seq)`` tuples; ``protocol.format_clock`` / ``parse_clock`` give the ``c:<hex>:<seq>``
+    form. Events of a subscription (``protocol.WatchChanges``, ``WatchRescan``, ``WatchEnded``) reach the
+    client's ``on_event`` while it talks to the daemon; a tool that polls uses :meth:`query` instead."""
+
+    SERVICE = p.SERVICE_WATCH
+
+    def __init__(self, submit: Submit) -> None:
+        self._submit = submit
+
+    @staticmethod
+    def _args(root: str, include, exclude, no_ignore_files: bool, since) -> tuple:
+        inst, seq = since if since is not None else (0, 0)
+        flags = p.WATCH_FLAG_NO_IGNORE_FILES if no_ignore_files else 0
+        return (os.path.abspath(root), flags, list(include or []), list(exclude or []), inst, seq)
+
+    def subscribe(self, root: str, include=None, exclude=None, no_ignore_files: bool = False, since=None):
+        """Subscribes this connection to ``root``; returns a ``protocol.WatchSubscribeResponse``."""
+        m = p.WatchSubscribe(*self._args(root, include, exclude, no_ignore_files, since))
+        return self._submit(_Simple(self.SERVICE, m, p.WatchSubscribeResponse))
+
+    def unsubscribe(self, subscription: int) -> bool:
+        m = p.WatchUnsubscribe(subscription)
+        return self._submit(_Simple(self.SERVICE, m, p.WatchUnsubscribeResponse, lambda r: r.existed))
+
+    def query(self, root: str, since=None, include=None, exclude=None, no_ignore_files: bool = False):
+        """Files under ``root`` matching the globs changed since the clock: a ``protocol.WatchQueryResponse``
+        (``.fresh_instance`` true: no history back to the clock -- rescan; ``(.instance, .seq)`` is the clock
+        to pass next time)."""
+        m = p.WatchQuery(*self._args(root, include, exclude, no_ignore_files, since))
+        return self._submit(_Simple(self.SERVICE, m, p.WatchQueryResponse))
+
+    def list(self):
+        """Every watched root: a list of ``protocol.WatchRoot`` (subscribers, OS watches, files, rescans)."""
+        return self._submit(_Simple(self.SERVICE, p.WatchList(), p.WatchListResponse, lambda r: r.roots))
+
+
 class _ControlApi:
     """Control requests that can run alone or in a pipeline."""
 
@@ -756,6 +795,7 @@ class Client(_ControlApi):
         self._lock = threading.Lock()
         self.shader = ShaderCache(self._submit)
         self.asset = AssetCache(self._submit)
+        self.watch = WatchApi(self._submit)
         _live_clients.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -934,6 +974,7 @@ class Pipeline(_ControlApi):
         self._ops: List[_Op] = []
         self.shader = ShaderCache(self._submit)
         self.asset = AssetCache(self._submit)
+        self.watch = WatchApi(self._submit)
 
     def _submit(self, op: _Op) -> int:
         self._ops.append(op)

@@ -474,3 +474,26 @@ def test_declared_deps_invalidate_and_get_or_import_keys_on_content(sparkd, tmp_
         assert [x for x in inv if x[0].startswith("import/")][0][1] == 2
         assert len(inv) == 2
         assert cooker.asset.get_or_import(str(src), 2, "png", 1, lambda: b"imported v2") == b"imported v2"
+
+
+def test_watch_query_since_a_clock_and_list(sparkd, tmp_path):
+    with sparkd.client() as c:
+        first = c.watch.query(str(tmp_path))
+        assert first.fresh_instance  # no clock given
+        clock = (first.instance, first.seq)
+        (tmp_path / "a.png").write_bytes(b"x")
+        (tmp_path / "b.txt").write_bytes(b"x")
+        deadline = time.monotonic() + 20
+        while True:
+            q = c.watch.query(str(tmp_path), since=clock, include=["*.png"])
+            if q.changes or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert not q.fresh_instance
+        assert q.changes == [p.Change(p.CHANGE_CREATED, "a.png")]
+        assert p.parse_clock(p.format_clock(q.instance, q.seq)) == (q.instance, q.seq)
+        roots = c.watch.list()
+        assert [r.root for r in roots] == [os.path.realpath(tmp_path)]
+        sub = c.watch.subscribe(str(tmp_path))
+        assert c.watch.list()[0].subscribers == 1
+        assert c.watch.unsubscribe(sub.subscription)
