@@ -39,6 +39,9 @@ typedef enum SparkStatus {
   SPARK_STATUS_BUFFER_TOO_SMALL = -8,
 } SparkStatus;
 
+// Where an importer writes its result (opaque; see [`spark_import_sink_write`]).
+typedef struct SparkImportSink SparkImportSink;
+
 // An engine's shader disk cache with the daemon in front of it (opaque).
 typedef struct SparkShaderCache SparkShaderCache;
 
@@ -79,6 +82,11 @@ typedef struct SparkDaemonStats {
   uint16_t protocol_version;
   uint16_t service_count;
 } SparkDaemonStats;
+
+// An importer: writes the imported variant with [`spark_import_sink_write`] (any number of times) and
+// returns 0, or returns non-zero when the import failed (nothing is stored; another waiting process then
+// imports). Called on the calling thread, at most once per `spark_asset_get_or_import` call.
+typedef int32_t (*SparkImportFn)(void *user_data, struct SparkImportSink *sink);
 
 // Shader reflection counters.
 typedef struct SparkShaderReflection {
@@ -248,6 +256,50 @@ enum SparkStatus spark_asset_put(const char *path,
 // # Safety
 // `path` is a NUL-terminated UTF-8 string; `dropped_out` is NULL or valid for writing a `uint32_t`.
 enum SparkStatus spark_asset_invalidate(const char *path, uint32_t *dropped_out);
+
+// Appends `len` bytes to an importer's result.
+//
+// # Safety
+// `sink` is the pointer the importer was called with; `data` is NULL (with `len` 0) or points to `len`
+// readable bytes.
+enum SparkStatus spark_import_sink_write(struct SparkImportSink *sink,
+                                         const uint8_t *data,
+                                         size_t len);
+
+// The variant of `source_path` imported by (`importer_id`, `importer_version`) for `platform`: from the
+// daemon's asset cache, or made by `import_fn(user_data, sink)`, which runs at most once across every
+// process asking at the same time (the others wait for its result). The key is the BLAKE3 of the source's
+// and the `deps`' contents (not mtimes), the importer and the platform; once stored, the source and deps
+// are watched and a change drops the variant. `SPARK_STATUS_OK` with `out` filled (free it with
+// `spark_buffer_free`) and `*ran_out` (unless NULL) telling whether this call ran the importer.
+//
+// # Safety
+// `source_path` and `importer_id` are NUL-terminated UTF-8 strings; `deps` is NULL (with `dep_count` 0) or
+// points to `dep_count` such strings; `import_fn` is callable with `user_data`; `ran_out` is NULL or valid
+// for writing a `bool`; `out` is valid for writing a `SparkBuffer`.
+enum SparkStatus spark_asset_get_or_import(const char *source_path,
+                                           uint8_t platform,
+                                           const char *importer_id,
+                                           uint32_t importer_version,
+                                           const char *const *deps,
+                                           size_t dep_count,
+                                           SparkImportFn import_fn,
+                                           void *user_data,
+                                           bool *ran_out,
+                                           struct SparkBuffer *out);
+
+// Declares the source files (`dep_count` paths) the asset variant `(path, platform)` was built from: when
+// one changes, the daemon drops the variant (and tells editors that subscribed). The number of files now
+// watched goes to `watched_out` unless NULL.
+//
+// # Safety
+// `path` is a NUL-terminated UTF-8 string; `deps` is NULL (with `dep_count` 0) or points to `dep_count`
+// such strings; `watched_out` is NULL or valid for writing a `uint32_t`.
+enum SparkStatus spark_asset_declare_deps(const char *path,
+                                          uint8_t platform,
+                                          const char *const *deps,
+                                          size_t dep_count,
+                                          uint32_t *watched_out);
 
 // Opens (creating it if needed) a local shader cache directory; with `use_daemon`, the process-wide daemon
 // connection sits in front of it. NULL on failure (see `spark_last_error`). Close with

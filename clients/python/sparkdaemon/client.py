@@ -617,6 +617,105 @@ class AssetCache(_CacheApi):
             raise TypeError(f"asset path must be str, not {type(path).__name__}")
         return self._submit(_Simple(self.SERVICE, p.Invalidate(path), p.InvalidateResponse, lambda m: m.dropped))
 
+    def declare_deps(self, path: str, platform: int, deps: List[str]) -> int:
+        """Declares the source files ``(path, platform)`` was built from: when one changes, the daemon drops the
+        variant and sends AssetInvalidated to connections that subscribed. Returns how many are watched."""
+        files = [os.path.abspath(d) for d in deps]
+        return self._submit(
+            _Simple(self.SERVICE, p.DeclareDeps(path, platform, files), p.DeclareDepsResponse, lambda m: m.watched)
+        )
+
+    def subscribe_invalidations(self) -> None:
+        """AssetInvalidated events (``p.AssetInvalidated``) arrive on this connection (see ``on_event``)."""
+        self._submit(_Simple(self.SERVICE, p.SubscribeInvalidations(), p.SubscribeInvalidationsResponse))
+
+    def get_or_import(
+        self,
+        source_path: str,
+        platform: int,
+        importer_id: str,
+        importer_version: int,
+        import_fn: Callable[[], BytesLike],
+        deps: Optional[List[str]] = None,
+    ) -> bytes:
+        """The variant of ``source_path`` for ``platform`` made by this importer: from the cache, or made by
+        ``import_fn()`` -- run at most once across every process asking at the same time (the others wait for
+        its result). Keyed on the BLAKE3 of the source's and ``deps``' contents (not their mtimes), the
+        importer's id and version and the platform; once stored, the source and deps are watched and a change
+        drops the variant. Not available in a pipeline."""
+        claim = p.ImportClaim(
+            platform,
+            importer_id,
+            importer_version,
+            os.path.abspath(source_path),
+            [os.path.abspath(d) for d in (deps or [])],
+        )
+        # A ready variant can be evicted before it is read: claim again (then this call may import it).
+        for _ in range(8):
+            r = self._submit(_Simple(self.SERVICE, claim, p.ImportClaimResponse))
+            if not isinstance(r, p.ImportClaimResponse):
+                raise TypeError("get_or_import cannot run in a pipeline")
+            if r.status == p.CLAIM_READY:
+                data = self.get(r.path, platform)
+                if data is not None:
+                    return data
+                continue
+            return self._import(r.path, platform, import_fn)
+        raise SparkError("the imported variant kept being evicted before it could be read")
+
+    def _import(self, path: str, platform: int, import_fn: Callable[[], BytesLike]) -> bytes:
+        def done(ok: bool) -> None:
+            self._submit(_Simple(self.SERVICE, p.ImportDone(path, platform, ok), p.ImportDoneResponse))
+
+        try:
+            data = bytes(import_fn())
+            stored = self.put(path, platform, data)
+        except BaseException:
+            # Wake the waiters: one of them imports instead.
+            done(False)
+            raise
+        done(stored)
+        return data
+
+
+class WatchApi:
+    """The Watch service (7): file-system watches kept by the daemon, with clocks (see docs/protocol.md §12).
+
+    Clocks are ``(instance, seq)`` tuples; ``protocol.format_clock`` / ``parse_clock`` give the ``c:<hex>:<seq>``
+    form. Events of a subscription (``protocol.WatchChanges``, ``WatchRescan``, ``WatchEnded``) reach the
+    client's ``on_event`` while it talks to the daemon; a tool that polls uses :meth:`query` instead."""
+
+    SERVICE = p.SERVICE_WATCH
+
+    def __init__(self, submit: Submit) -> None:
+        self._submit = submit
+
+    @staticmethod
+    def _args(root: str, include, exclude, no_ignore_files: bool, since) -> tuple:
+        inst, seq = since if since is not None else (0, 0)
+        flags = p.WATCH_FLAG_NO_IGNORE_FILES if no_ignore_files else 0
+        return (os.path.abspath(root), flags, list(include or []), list(exclude or []), inst, seq)
+
+    def subscribe(self, root: str, include=None, exclude=None, no_ignore_files: bool = False, since=None):
+        """Subscribes this connection to ``root``; returns a ``protocol.WatchSubscribeResponse``."""
+        m = p.WatchSubscribe(*self._args(root, include, exclude, no_ignore_files, since))
+        return self._submit(_Simple(self.SERVICE, m, p.WatchSubscribeResponse))
+
+    def unsubscribe(self, subscription: int) -> bool:
+        m = p.WatchUnsubscribe(subscription)
+        return self._submit(_Simple(self.SERVICE, m, p.WatchUnsubscribeResponse, lambda r: r.existed))
+
+    def query(self, root: str, since=None, include=None, exclude=None, no_ignore_files: bool = False):
+        """Files under ``root`` matching the globs changed since the clock: a ``protocol.WatchQueryResponse``
+        (``.fresh_instance`` true: no history back to the clock -- rescan; ``(.instance, .seq)`` is the clock
+        to pass next time)."""
+        m = p.WatchQuery(*self._args(root, include, exclude, no_ignore_files, since))
+        return self._submit(_Simple(self.SERVICE, m, p.WatchQueryResponse))
+
+    def list(self):
+        """Every watched root: a list of ``protocol.WatchRoot`` (subscribers, OS watches, files, rescans)."""
+        return self._submit(_Simple(self.SERVICE, p.WatchList(), p.WatchListResponse, lambda r: r.roots))
+
 
 class _ControlApi:
     """Control requests that can run alone or in a pipeline."""
@@ -696,6 +795,7 @@ class Client(_ControlApi):
         self._lock = threading.Lock()
         self.shader = ShaderCache(self._submit)
         self.asset = AssetCache(self._submit)
+        self.watch = WatchApi(self._submit)
         _live_clients.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -874,6 +974,7 @@ class Pipeline(_ControlApi):
         self._ops: List[_Op] = []
         self.shader = ShaderCache(self._submit)
         self.asset = AssetCache(self._submit)
+        self.watch = WatchApi(self._submit)
 
     def _submit(self, op: _Op) -> int:
         self._ops.append(op)

@@ -60,6 +60,7 @@ SERVICE_ASSET = 0x0003
 SERVICE_COMPILE = 0x0004  # reserved
 SERVICE_COLLAB = 0x0005  # reserved
 SERVICE_BUILD = 0x0006  # reserved
+SERVICE_WATCH = 0x0007
 
 SERVICE_NAMES = {
     SERVICE_CONTROL: "control",
@@ -68,6 +69,7 @@ SERVICE_NAMES = {
     SERVICE_COMPILE: "compile",
     SERVICE_COLLAB: "collab",
     SERVICE_BUILD: "build",
+    SERVICE_WATCH: "watch",
 }
 
 
@@ -1171,10 +1173,19 @@ _ANY_SERVICE: Dict[int, Type[Message]] = {
     MSG_STREAM_END: StreamEnd,
 }
 
+# The asset pipeline's and the Watch service's messages live in their own modules and are re-exported here.
+from .asset_pipeline import *  # noqa: E402,F401,F403
+from .asset_pipeline import ASSET_PIPELINE_MESSAGES  # noqa: E402
+from .watch_messages import *  # noqa: E402,F401,F403
+from .watch_messages import WATCH_MESSAGES  # noqa: E402
+
+_ASSET_MESSAGES.update({c.TYPE: c for c in ASSET_PIPELINE_MESSAGES})
+
 _BY_SERVICE: Dict[int, Dict[int, Type[Message]]] = {
     SERVICE_CONTROL: _CONTROL_MESSAGES,
     SERVICE_SHADER: _SHADER_MESSAGES,
     SERVICE_ASSET: _ASSET_MESSAGES,
+    SERVICE_WATCH: {c.TYPE: c for c in WATCH_MESSAGES},
 }
 
 

@@ -407,3 +407,93 @@ def test_streamed_get_frames_on_the_wire(sparkd, client):
     assert isinstance(end, p.StreamEnd)
     if p.HAVE_XXHASH:
         assert end.checksum in (0, p.blob_checksum(blob))
+
+
+def _import_child(socket_path, src, log_path, go_path, out):
+    """One of 8 processes asking for the same import at once."""
+    from sparkdaemon import Client as C
+
+    with C(socket_path) as c:
+        while not os.path.exists(go_path):
+            time.sleep(0.01)
+
+        def convert():
+            with open(log_path, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            time.sleep(0.7)  # every other process asks while this one imports
+            return b"converted"
+
+        out.put(c.asset.get_or_import(src, 3, "tga", 1, convert))
+
+
+def test_get_or_import_from_8_processes_runs_the_import_once(sparkd, tmp_path):
+    import multiprocessing
+
+    src = tmp_path / "big.tga"
+    src.write_bytes(b"raw pixels")
+    log, go = tmp_path / "imports.log", tmp_path / "go"
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_import_child, args=(sparkd.socket_path, str(src), str(log), str(go), out))
+        for _ in range(8)
+    ]
+    for pr in procs:
+        pr.start()
+    go.write_bytes(b"")
+    results = [out.get(timeout=60) for _ in procs]
+    for pr in procs:
+        pr.join(30)
+        assert pr.exitcode == 0
+    assert results == [b"converted"] * 8
+    assert len(log.read_text().splitlines()) == 1
+
+
+def test_declared_deps_invalidate_and_get_or_import_keys_on_content(sparkd, tmp_path):
+    events = []
+    src = tmp_path / "rock.png"
+    src.write_bytes(b"v1")
+    with sparkd.client() as cooker, Client(sparkd.socket_path, on_event=events.append) as editor:
+        editor.asset.subscribe_invalidations()
+        assert cooker.asset.put("textures/rock", 1, b"cooked")
+        assert cooker.asset.declare_deps("textures/rock", 1, [str(src)]) == 1
+        first = cooker.asset.get_or_import(str(src), 2, "png", 1, lambda: b"imported v1")
+        assert first == b"imported v1"
+        assert cooker.asset.get_or_import(str(src), 2, "png", 1, lambda: b"must not run") == b"imported v1"
+        src.write_bytes(b"v2")
+        deadline = time.monotonic() + 20
+        while cooker.asset.exists("textures/rock", 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not cooker.asset.exists("textures/rock", 1)
+        # Events arrive while the editor talks to the daemon.
+        while len(events) < 2 and time.monotonic() < deadline:
+            editor.ping()
+            time.sleep(0.02)
+        inv = sorted((m.path, m.platform) for m in (p.decode_message(e) for e in events))
+        assert ("textures/rock", 1) in inv
+        assert [x for x in inv if x[0].startswith("import/")][0][1] == 2
+        assert len(inv) == 2
+        assert cooker.asset.get_or_import(str(src), 2, "png", 1, lambda: b"imported v2") == b"imported v2"
+
+
+def test_watch_query_since_a_clock_and_list(sparkd, tmp_path):
+    with sparkd.client() as c:
+        first = c.watch.query(str(tmp_path))
+        assert first.fresh_instance  # no clock given
+        clock = (first.instance, first.seq)
+        (tmp_path / "a.png").write_bytes(b"x")
+        (tmp_path / "b.txt").write_bytes(b"x")
+        deadline = time.monotonic() + 20
+        while True:
+            q = c.watch.query(str(tmp_path), since=clock, include=["*.png"])
+            if q.changes or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert not q.fresh_instance
+        assert q.changes == [p.Change(p.CHANGE_CREATED, "a.png")]
+        assert p.parse_clock(p.format_clock(q.instance, q.seq)) == (q.instance, q.seq)
+        roots = c.watch.list()
+        assert [r.root for r in roots] == [os.path.realpath(tmp_path)]
+        sub = c.watch.subscribe(str(tmp_path))
+        assert c.watch.list()[0].subscribers == 1
+        assert c.watch.unsubscribe(sub.subscription)

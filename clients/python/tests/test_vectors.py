@@ -52,6 +52,23 @@ def namespaces_response(f):
     )
 
 
+def changes(f):
+    return [p.Change(c["kind"], c["path"], c.get("to", "")) for c in f["changes"]]
+
+
+def subscribe_like(cls, f):
+    return cls(f["root"], f["flags"], f["include"], f["exclude"], int(f["since_instance"], 16), f["since_seq"])
+
+
+def list_response(f):
+    return p.WatchListResponse(
+        [
+            p.WatchRoot(r["root"], r["flags"], r["subscribers"], r["watches"], r["files"], r["seq"], r["rescans"])
+            for r in f["roots"]
+        ]
+    )
+
+
 # message name -> (class, build from fields)
 BUILD = {
     "Ping": (p.Ping, lambda f: p.Ping(data(f))),
@@ -99,6 +116,49 @@ BUILD = {
     "Namespaces": (p.Namespaces, lambda f: p.Namespaces()),
     "NamespacesResponse": (p.NamespacesResponse, namespaces_response),
     "EventsLost": (p.EventsLost, lambda f: p.EventsLost(f["dropped"])),
+    "DeclareDeps": (p.DeclareDeps, lambda f: p.DeclareDeps(f["path"], f["platform"], f["deps"])),
+    "DeclareDepsResponse": (p.DeclareDepsResponse, lambda f: p.DeclareDepsResponse(f["watched"])),
+    "SubscribeInvalidations": (p.SubscribeInvalidations, lambda f: p.SubscribeInvalidations()),
+    "SubscribeInvalidationsResponse": (
+        p.SubscribeInvalidationsResponse,
+        lambda f: p.SubscribeInvalidationsResponse(),
+    ),
+    "ImportClaim": (
+        p.ImportClaim,
+        lambda f: p.ImportClaim(f["platform"], f["importer_id"], f["importer_version"], f["source"], f["deps"]),
+    ),
+    "ImportClaimResponse": (p.ImportClaimResponse, lambda f: p.ImportClaimResponse(f["status"], f["path"])),
+    "ImportDone": (p.ImportDone, lambda f: p.ImportDone(f["path"], f["platform"], f["ok"] != 0)),
+    "ImportDoneResponse": (p.ImportDoneResponse, lambda f: p.ImportDoneResponse(f["watched"])),
+    "AssetInvalidated": (p.AssetInvalidated, lambda f: p.AssetInvalidated(f["path"], f["platform"], f["source"])),
+    "WatchSubscribe": (p.WatchSubscribe, lambda f: subscribe_like(p.WatchSubscribe, f)),
+    "WatchSubscribeResponse": (
+        p.WatchSubscribeResponse,
+        lambda f: p.WatchSubscribeResponse(
+            f["subscription"], int(f["instance"], 16), f["seq"], f["watched_dirs"], f["watched_files"]
+        ),
+    ),
+    "WatchUnsubscribe": (p.WatchUnsubscribe, lambda f: p.WatchUnsubscribe(f["subscription"])),
+    "WatchUnsubscribeResponse": (p.WatchUnsubscribeResponse, lambda f: p.WatchUnsubscribeResponse(f["existed"] != 0)),
+    "WatchQuery": (p.WatchQuery, lambda f: subscribe_like(p.WatchQuery, f)),
+    "WatchQueryResponse": (
+        p.WatchQueryResponse,
+        lambda f: p.WatchQueryResponse(int(f["instance"], 16), f["seq"], f["fresh_instance"] != 0, changes(f)),
+    ),
+    "WatchList": (p.WatchList, lambda f: p.WatchList()),
+    "WatchListResponse": (p.WatchListResponse, list_response),
+    "WatchChanges": (
+        p.WatchChanges,
+        lambda f: p.WatchChanges(f["subscription"], int(f["instance"], 16), f["seq"], f["flags"], changes(f)),
+    ),
+    "WatchRescan": (
+        p.WatchRescan,
+        lambda f: p.WatchRescan(f["subscription"], f["root"], int(f["instance"], 16), f["seq"], f["reason"]),
+    ),
+    "WatchEnded": (
+        p.WatchEnded,
+        lambda f: p.WatchEnded(f["subscription"], f["root"], f["reason"], f["message"]),
+    ),
 }
 
 

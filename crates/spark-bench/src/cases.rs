@@ -25,6 +25,9 @@ pub struct Results {
     pub startup: Option<StartupResult>,
     pub redis_note: Option<String>,
     pub redis_version: Option<String>,
+    pub watch: Option<crate::watch::WatchResult>,
+    /// Why the watch group was skipped.
+    pub watch_note: Option<String>,
 }
 
 pub struct RssReading {

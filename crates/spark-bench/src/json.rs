@@ -53,6 +53,18 @@ pub fn json_report(
             "vmrss_kib": r.peak_vmrss_kib, "vmhwm_kib": r.vmhwm_kib, "entries": r.entries,
             "budget_mb": r.budget_mb, "memory_tier_bytes": r.memory_tier_bytes, "limit_kib": r.limit_kib(),
         })),
+        "watch": res.watch.as_ref().map(|w| json!({
+            "files": w.files, "watchman_version": w.watchman_version,
+            "sparkd_latency_us": Summary::of(&w.sparkd_lat_us).json(),
+            "sparkd_latency_p50_us": crate::stats::percentile(&w.sparkd_lat_us, 0.5),
+            "sparkd_latency_p99_us": crate::stats::percentile(&w.sparkd_lat_us, 0.99),
+            "watchman_latency_p50_us": crate::stats::percentile(&w.watchman_lat_us, 0.5),
+            "watchman_latency_p99_us": crate::stats::percentile(&w.watchman_lat_us, 0.99),
+            "sparkd_bytes_per_file": w.sparkd_bytes_per_file,
+            "watchman_bytes_per_file": w.watchman_bytes_per_file,
+            "sparkd_setup_s": w.sparkd_setup_s, "watchman_setup_s": w.watchman_setup_s,
+        })),
+        "watch_note": res.watch_note,
         "targets": targets.iter().map(|t| json!({
             "name": t.name, "measured": t.measured, "goal": t.goal,
             "at_least": t.at_least, "unit": t.unit.trim(), "result": t.verdict(), "note": t.note,

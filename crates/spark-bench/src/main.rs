@@ -17,6 +17,7 @@ mod report;
 mod startup;
 mod stats;
 mod targets;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +79,16 @@ fn run(a: &Args) -> Result<()> {
     drop(redis);
     groups::fill(&cx, &mut res)?;
     groups::startup(&cx, &mut res)?;
+    if a.wants("watch") {
+        progress("watch: sparkd vs watchman");
+        match watch::run(&cx.spec, &work_dir, a.smoke)? {
+            Ok(w) => res.watch = Some(w),
+            Err(why) => {
+                eprintln!("!!! spark-bench: the watch group is SKIPPED: {why}");
+                res.watch_note = Some(why);
+            }
+        }
+    }
 
     let load = Load {
         before: load_before,

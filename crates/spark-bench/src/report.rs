@@ -69,6 +69,7 @@ pub fn print_report(a: &Args, counts: &Counts, res: &Results, targets: &[Target]
     header(a, counts, res, load);
     case_rows(res);
     memory_lines(res);
+    watch_lines(res);
     target_table(targets);
 }
 
@@ -202,4 +203,26 @@ fn target_table(targets: &[Target]) {
         );
     }
     println!("(a MISS is information, not a failure)");
+}
+
+fn watch_lines(res: &Results) {
+    if let Some(n) = &res.watch_note {
+        println!("!!! watch group SKIPPED: {n}");
+    }
+    let Some(w) = &res.watch else { return };
+    let p = |v: &[f64], q: f64| crate::stats::percentile(v, q);
+    println!(
+        "watch, {} files, settle 20 ms, vs watchman {}: write->event p50 {:.0} us / p99 {:.0} us (watchman {:.0} / {:.0}); \
+         memory per watched file {:.0} B (watchman {:.0} B); watch set-up {:.2} s (watchman {:.2} s)",
+        w.files,
+        w.watchman_version,
+        p(&w.sparkd_lat_us, 0.5),
+        p(&w.sparkd_lat_us, 0.99),
+        p(&w.watchman_lat_us, 0.5),
+        p(&w.watchman_lat_us, 0.99),
+        w.sparkd_bytes_per_file,
+        w.watchman_bytes_per_file,
+        w.sparkd_setup_s,
+        w.watchman_setup_s,
+    );
 }

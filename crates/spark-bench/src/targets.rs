@@ -54,6 +54,29 @@ pub fn targets(res: &Results) -> Vec<Target> {
     small_kv(res, &mut t);
     big_get(res, &mut t);
     startup(res, &mut t);
+    if let Some(w) = &res.watch {
+        let p50 = |v: &[f64]| crate::stats::percentile(v, 0.5);
+        t.push(Target::ratio(
+            "watch write->event p50 vs watchman".into(),
+            Some(p50(&w.sparkd_lat_us) / p50(&w.watchman_lat_us)),
+            1.0,
+            false,
+            format!(
+                "{} samples each, same writes, same 20 ms settle",
+                w.sparkd_lat_us.len()
+            ),
+        ));
+        t.push(Target::ratio(
+            format!("memory per watched file vs watchman ({} files)", w.files),
+            Some(w.sparkd_bytes_per_file / w.watchman_bytes_per_file.max(1.0)),
+            1.0,
+            false,
+            format!(
+                "{:.0} B vs {:.0} B (RSS growth / files)",
+                w.sparkd_bytes_per_file, w.watchman_bytes_per_file
+            ),
+        ));
+    }
     if let Some(r) = &res.big_rss {
         t.push(rss_target("RSS during the 32 MiB cases (VmHWM)", r));
     }

@@ -31,8 +31,8 @@ const DIRECT_GET_MAX: u64 = 1 << 30;
 
 /// A typed view of one cache service.
 pub struct CacheClient<'a, K> {
-    client: &'a Client,
-    service: u16,
+    pub(crate) client: &'a Client,
+    pub(crate) service: u16,
     _k: PhantomData<K>,
 }
 

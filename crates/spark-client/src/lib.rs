@@ -21,15 +21,18 @@ mod client;
 mod conn;
 mod error;
 mod event;
+pub mod import;
 pub mod lifecycle;
 mod platform;
 pub mod tiered;
 pub mod transport;
+pub mod watch;
 
 pub use cache::{AssetCache, CacheClient, ShaderCache};
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
 pub use event::{DEFAULT_EVENT_QUEUE, Event, EventReceiver};
+pub use import::{ImportSpec, Imported, asset_invalidated};
 pub use lifecycle::{DaemonConfig, DaemonConnection, SpawnError, connect_or_spawn, try_connect};
 pub use spark_proto;
 pub use spark_proto::cache::{AssetKey, CacheStats, ShaderKey};
@@ -37,6 +40,7 @@ pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, Ver
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
 };
+pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
 
 /// The default socket path for this user (same rule as the daemon's).
 pub fn default_socket_path() -> std::path::PathBuf {

@@ -79,6 +79,16 @@ pub struct Args {
     #[arg(long)]
     pub exit_with_sponsors: bool,
 
+    /// Watch service: quiet time in milliseconds after the last file notification before a batch of changes
+    /// is sent
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub watch_settle_ms: u64,
+
+    /// Watch service: seconds a watched root nobody subscribes to is kept (with its history) before its OS
+    /// watches are released
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub watch_grace_secs: u64,
+
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -95,6 +105,7 @@ pub struct Config {
     pub frame_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub exit_with_sponsors: bool,
+    pub watch: crate::services::watch::WatchConfig,
 }
 
 impl Config {
@@ -135,6 +146,10 @@ impl Config {
             frame_timeout: Duration::from_secs(a.idle_frame_timeout.max(1)),
             idle_timeout: (a.idle_timeout > 0).then(|| Duration::from_secs(a.idle_timeout)),
             exit_with_sponsors: a.exit_with_sponsors,
+            watch: crate::services::watch::WatchConfig {
+                settle: Duration::from_millis(a.watch_settle_ms.max(1)),
+                grace: Duration::from_secs(a.watch_grace_secs),
+            },
         })
     }
 

@@ -11,7 +11,8 @@
 //!   thread-safe.
 //!
 //! Modules by concern: `status` (statuses, last error, the panic guard), `memory` (buffers and the
-//! caller's pointers), `connection` (lifecycle and Control), `caches` (daemon caches), `tiered` (the
+//! caller's pointers), `connection` (lifecycle and Control), `caches` (daemon caches), `import` (the asset pipeline's
+//! single-flight imports and dependencies), `tiered` (the
 //! tiered shader cache), `events` (server events). Everything C sees is re-exported at the crate root.
 
 // Declared in the order the header presents them (cbindgen follows declaration order): basics first.
@@ -23,6 +24,8 @@ mod connection;
 
 mod caches;
 
+mod import;
+
 mod tiered;
 
 mod events;
@@ -30,6 +33,7 @@ mod events;
 pub use caches::*;
 pub use connection::*;
 pub use events::*;
+pub use import::*;
 pub use memory::*;
 pub use status::*;
 pub use tiered::*;

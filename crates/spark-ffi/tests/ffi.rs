@@ -48,6 +48,7 @@ fn c_abi_end_to_end() {
     let d = Daemon::start(&["--memory-only"]);
     connect_and_control(&d);
     daemon_blobs();
+    asset_pipeline(tmp.path());
     caller_mistakes();
     tiered_caches(tmp.path());
     drop(d);
@@ -314,5 +315,91 @@ fn auto_spawn(tmp: &Path) {
         assert_eq!(c.hello().daemon_pid, spawned_pid);
         c.shutdown().unwrap();
         assert_eq!(spark_set_auto_spawn(false, null(), 0), SparkStatus::Ok);
+    }
+}
+
+/// The importer: counts its calls through `user_data` (an `AtomicU32`) and writes the variant in two parts.
+unsafe extern "C" fn count_and_import(
+    user_data: *mut std::ffi::c_void,
+    sink: *mut SparkImportSink,
+) -> i32 {
+    // SAFETY: the test passes a pointer to a live AtomicU32 as user_data.
+    let calls = unsafe { &*(user_data as *const std::sync::atomic::AtomicU32) };
+    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: `sink` is the one the library passed; the data are static.
+    unsafe {
+        assert_eq!(
+            spark_import_sink_write(sink, b"imported ".as_ptr(), 9),
+            SparkStatus::Ok
+        );
+        assert_eq!(
+            spark_import_sink_write(sink, b"mesh".as_ptr(), 4),
+            SparkStatus::Ok
+        );
+    }
+    0
+}
+
+unsafe extern "C" fn failing_import(_: *mut std::ffi::c_void, _: *mut SparkImportSink) -> i32 {
+    7
+}
+
+/// get_or_import runs the importer once and then serves the cached variant; declare_deps watches files.
+fn asset_pipeline(tmp: &Path) {
+    let src = tmp.join("hero.fbx");
+    let dep = tmp.join("hero.skel");
+    std::fs::write(&src, b"mesh").unwrap();
+    std::fs::write(&dep, b"skel").unwrap();
+    let (src_c, dep_c, importer) = (cstr(&src), cstr(&dep), CString::new("fbx").unwrap());
+    let deps = [dep_c.as_ptr()];
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    // SAFETY: every pointer is NULL or points to live data owned by this function; buffers are freed once.
+    unsafe {
+        for expect_ran in [true, false] {
+            let (mut buf, mut ran) = (empty_buffer(), !expect_ran);
+            let st = spark_asset_get_or_import(
+                src_c.as_ptr(),
+                2,
+                importer.as_ptr(),
+                1,
+                deps.as_ptr(),
+                deps.len(),
+                Some(count_and_import),
+                &calls as *const _ as *mut std::ffi::c_void,
+                &mut ran,
+                &mut buf,
+            );
+            assert_eq!(st, SparkStatus::Ok, "{}", last_error());
+            assert_eq!(ran, expect_ran);
+            assert_eq!(buffer_bytes(&buf), b"imported mesh");
+            spark_buffer_free(&mut buf);
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let mut buf = empty_buffer();
+        let st = spark_asset_get_or_import(
+            src_c.as_ptr(),
+            3,
+            importer.as_ptr(),
+            1,
+            null(),
+            0,
+            Some(failing_import),
+            null_mut(),
+            null_mut(),
+            &mut buf,
+        );
+        assert_eq!(st, SparkStatus::Io);
+        assert!(
+            last_error().contains("importer returned 7"),
+            "{}",
+            last_error()
+        );
+        let path = CString::new("textures/hero").unwrap();
+        let mut watched = 0u32;
+        assert_eq!(
+            spark_asset_declare_deps(path.as_ptr(), 1, deps.as_ptr(), deps.len(), &mut watched),
+            SparkStatus::Ok
+        );
+        assert_eq!(watched, 1);
     }
 }

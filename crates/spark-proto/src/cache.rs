@@ -27,6 +27,24 @@ pub const STATS_RESPONSE: u16 = 0x000C;
 /// Asset service only.
 pub const INVALIDATE: u16 = 0x000D;
 pub const INVALIDATE_RESPONSE: u16 = 0x000E;
+/// Asset service only: the source files a variant was built from.
+pub const DECLARE_DEPS: u16 = 0x000F;
+pub const DECLARE_DEPS_RESPONSE: u16 = 0x0010;
+/// Asset service only: receive AssetInvalidated events on this connection.
+pub const SUBSCRIBE_INVALIDATIONS: u16 = 0x0011;
+pub const SUBSCRIBE_INVALIDATIONS_RESPONSE: u16 = 0x0012;
+/// Asset service only: cross-process single-flight import.
+pub const IMPORT_CLAIM: u16 = 0x0013;
+pub const IMPORT_CLAIM_RESPONSE: u16 = 0x0014;
+pub const IMPORT_DONE: u16 = 0x0015;
+pub const IMPORT_DONE_RESPONSE: u16 = 0x0016;
+/// Event (Asset): a variant was invalidated because a source it was built from changed.
+pub const ASSET_INVALIDATED: u16 = 0x8001;
+
+/// ImportClaimResponse status: nobody has this variant; the caller imports it, puts it, then sends ImportDone.
+pub const CLAIM_OWNER: u8 = 0;
+/// ImportClaimResponse status: the variant is in the cache (possibly just imported by another process).
+pub const CLAIM_READY: u8 = 1;
 
 /// Longest asset path accepted, in bytes of UTF-8.
 pub const MAX_ASSET_PATH: usize = 4096;
@@ -177,6 +195,74 @@ define_messages! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct InvalidateResponse = INVALIDATE_RESPONSE, exact {
         dropped: u32,
+    }
+
+    /// DeclareDeps (Asset only): the variant `(path, platform)` was built from these source files (absolute
+    /// paths). When any of them changes, the variant is dropped and AssetInvalidated is sent. Replaces the
+    /// variant's earlier declaration.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DeclareDeps = DECLARE_DEPS, exact {
+        path: String,
+        platform: u8,
+        deps: Vec<String>,
+    }
+
+    /// DeclareDepsResponse: `u32` source files now watched for the variant.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct DeclareDepsResponse = DECLARE_DEPS_RESPONSE, exact {
+        watched: u32,
+    }
+
+    /// SubscribeInvalidations (Asset only): this connection receives AssetInvalidated events until it closes.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct SubscribeInvalidations = SUBSCRIBE_INVALIDATIONS, exact;
+
+    /// SubscribeInvalidationsResponse: empty.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct SubscribeInvalidationsResponse = SUBSCRIBE_INVALIDATIONS_RESPONSE, exact;
+
+    /// ImportClaim (Asset only): the import of `source` (plus `deps`) by an importer for a platform. The daemon
+    /// derives the variant's key from the BLAKE3 of the files' contents, the importer's id and version and the
+    /// platform; answers READY when the variant is cached, else OWNER to exactly one caller at a time (others
+    /// wait for its ImportDone, or for its connection to close).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ImportClaim = IMPORT_CLAIM, exact {
+        platform: u8,
+        importer_id: String,
+        importer_version: u32,
+        source: String,
+        deps: Vec<String>,
+    }
+
+    /// ImportClaimResponse: `u8` status ([`CLAIM_OWNER`], [`CLAIM_READY`]), `str16` the variant's asset path
+    /// (its key is this path and the claim's platform).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ImportClaimResponse = IMPORT_CLAIM_RESPONSE, exact {
+        status: u8,
+        path: String,
+    }
+
+    /// ImportDone (Asset only): the owner of a claim finished. With `ok` the variant was put: the daemon declares
+    /// the claim's source and deps as its dependencies. Either way waiters are woken.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ImportDone = IMPORT_DONE, exact {
+        path: String,
+        platform: u8,
+        ok: bool,
+    }
+
+    /// ImportDoneResponse: `u32` source files watched for the variant.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ImportDoneResponse = IMPORT_DONE_RESPONSE, exact {
+        watched: u32,
+    }
+
+    /// AssetInvalidated (event, Asset): the variant `(path, platform)` was dropped because `source` changed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AssetInvalidated = ASSET_INVALIDATED, exact {
+        path: String,
+        platform: u8,
+        source: String,
     }
 }
 

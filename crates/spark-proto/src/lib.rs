@@ -12,6 +12,7 @@
 //! - [`control`]: the Control service's messages (Hello, Ping, Version, Shutdown, Stats, sponsors, namespaces,
 //!   the EventsLost event);
 //! - [`cache`]: the messages shared by the blob caches (Shader, Asset): get, put, streaming, stats;
+//! - [`watch`]: the Watch service's messages (subscriptions, clocks, change events, queries);
 //! - [`messages`]: the registry of every message ([`messages::ALL`]) and the macro that defines them.
 //!
 //! Design rules the daemon and every client rely on:
@@ -27,6 +28,7 @@ pub mod control;
 pub mod error;
 pub mod frame;
 pub mod messages;
+pub mod watch;
 
 pub use error::{ErrorCode, ErrorResponse, ProtoError};
 pub use frame::{Frame, FrameHeader, HEADER_LEN, MAX_PAYLOAD};
@@ -48,6 +50,8 @@ pub mod service {
     pub const COLLAB: u16 = 0x0005;
     /// Reserved: build state.
     pub const BUILD: u16 = 0x0006;
+    /// File-system watches: subscriptions, clocks, queries (`crate::watch`).
+    pub const WATCH: u16 = 0x0007;
 
     /// A human name for a service id, for logs and `sparkctl`.
     pub fn name(id: u16) -> &'static str {
@@ -58,6 +62,7 @@ pub mod service {
             COMPILE => "compile",
             COLLAB => "collab",
             BUILD => "build",
+            WATCH => "watch",
             _ => "unknown",
         }
     }

@@ -51,6 +51,7 @@ const PARTS: &[&[MessageInfo]] = &[
     crate::error::MESSAGES,
     crate::control::MESSAGES,
     crate::cache::MESSAGES,
+    crate::watch::MESSAGES,
 ];
 
 const COUNT: usize = {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use spark_proto::cache::*;
 use spark_proto::control::*;
 use spark_proto::messages::{self, MessageInfo};
+use spark_proto::watch::{self as w, Change, ChangeKind};
 use spark_proto::{ErrorResponse, Frame, Message, ProtoError, service};
 
 fn vectors_path() -> std::path::PathBuf {
@@ -55,6 +56,27 @@ fn u16s(f: &Value, k: &str) -> Vec<u16> {
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as u16)
+        .collect()
+}
+
+fn strs(f: &Value, k: &str) -> Vec<String> {
+    f[k].as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+/// `changes`: a list of `{"kind": 1..4, "path": …, "to": …}` (`to` only for renamed, kind 4).
+fn changes(f: &Value) -> Vec<Change> {
+    f["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Change {
+            kind: ChangeKind::from_u8(u(c, "kind") as u8).unwrap(),
+            path: s(c, "path"),
+            to: c["to"].as_str().unwrap_or("").to_string(),
+        })
         .collect()
 }
 
@@ -201,6 +223,112 @@ fn build(message: &str, f: &Value) -> Bytes {
         "EventsLost" => enc(&EventsLost {
             dropped: u(f, "dropped"),
         }),
+        "DeclareDeps" => enc(&DeclareDeps {
+            path: s(f, "path"),
+            platform: u(f, "platform") as u8,
+            deps: strs(f, "deps"),
+        }),
+        "DeclareDepsResponse" => enc(&DeclareDepsResponse {
+            watched: u(f, "watched") as u32,
+        }),
+        "SubscribeInvalidations" => enc(&SubscribeInvalidations),
+        "SubscribeInvalidationsResponse" => enc(&SubscribeInvalidationsResponse),
+        "ImportClaim" => enc(&ImportClaim {
+            platform: u(f, "platform") as u8,
+            importer_id: s(f, "importer_id"),
+            importer_version: u(f, "importer_version") as u32,
+            source: s(f, "source"),
+            deps: strs(f, "deps"),
+        }),
+        "ImportClaimResponse" => enc(&ImportClaimResponse {
+            status: u(f, "status") as u8,
+            path: s(f, "path"),
+        }),
+        "ImportDone" => enc(&ImportDone {
+            path: s(f, "path"),
+            platform: u(f, "platform") as u8,
+            ok: u(f, "ok") != 0,
+        }),
+        "ImportDoneResponse" => enc(&ImportDoneResponse {
+            watched: u(f, "watched") as u32,
+        }),
+        "AssetInvalidated" => enc(&AssetInvalidated {
+            path: s(f, "path"),
+            platform: u(f, "platform") as u8,
+            source: s(f, "source"),
+        }),
+        "WatchSubscribe" => enc(&w::Subscribe {
+            root: s(f, "root"),
+            flags: u(f, "flags") as u8,
+            include: strs(f, "include"),
+            exclude: strs(f, "exclude"),
+            since_instance: u64::from_str_radix(&s(f, "since_instance"), 16).unwrap(),
+            since_seq: u(f, "since_seq"),
+        }),
+        "WatchSubscribeResponse" => enc(&w::SubscribeResponse {
+            subscription: u(f, "subscription") as u32,
+            instance: u64::from_str_radix(&s(f, "instance"), 16).unwrap(),
+            seq: u(f, "seq"),
+            watched_dirs: u(f, "watched_dirs") as u32,
+            watched_files: u(f, "watched_files"),
+        }),
+        "WatchUnsubscribe" => enc(&w::Unsubscribe {
+            subscription: u(f, "subscription") as u32,
+        }),
+        "WatchUnsubscribeResponse" => enc(&w::UnsubscribeResponse {
+            existed: u(f, "existed") != 0,
+        }),
+        "WatchQuery" => enc(&w::Query {
+            root: s(f, "root"),
+            flags: u(f, "flags") as u8,
+            include: strs(f, "include"),
+            exclude: strs(f, "exclude"),
+            since_instance: u64::from_str_radix(&s(f, "since_instance"), 16).unwrap(),
+            since_seq: u(f, "since_seq"),
+        }),
+        "WatchQueryResponse" => enc(&w::QueryResponse {
+            instance: u64::from_str_radix(&s(f, "instance"), 16).unwrap(),
+            seq: u(f, "seq"),
+            fresh_instance: u(f, "fresh_instance") != 0,
+            changes: changes(f),
+        }),
+        "WatchList" => enc(&w::List),
+        "WatchListResponse" => enc(&w::ListResponse {
+            roots: f["roots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| w::RootInfo {
+                    root: s(r, "root"),
+                    flags: u(r, "flags") as u8,
+                    subscribers: u(r, "subscribers") as u32,
+                    watches: u(r, "watches") as u32,
+                    files: u(r, "files"),
+                    seq: u(r, "seq"),
+                    rescans: u(r, "rescans"),
+                })
+                .collect(),
+        }),
+        "WatchChanges" => enc(&w::Changes {
+            subscription: u(f, "subscription") as u32,
+            instance: u64::from_str_radix(&s(f, "instance"), 16).unwrap(),
+            seq: u(f, "seq"),
+            flags: u(f, "flags") as u8,
+            changes: changes(f),
+        }),
+        "WatchRescan" => enc(&w::Rescan {
+            subscription: u(f, "subscription") as u32,
+            root: s(f, "root"),
+            instance: u64::from_str_radix(&s(f, "instance"), 16).unwrap(),
+            seq: u(f, "seq"),
+            reason: s(f, "reason"),
+        }),
+        "WatchEnded" => enc(&w::Ended {
+            subscription: u(f, "subscription") as u32,
+            root: s(f, "root"),
+            reason: u(f, "reason") as u8,
+            message: s(f, "message"),
+        }),
         other => panic!("vector names unknown message {other}"),
     }
 }
@@ -246,6 +374,26 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
         "Namespaces" => rt::<Namespaces>(p),
         "NamespacesResponse" => rt::<NamespacesResponse>(p),
         "EventsLost" => rt::<EventsLost>(p),
+        "DeclareDeps" => rt::<DeclareDeps>(p),
+        "DeclareDepsResponse" => rt::<DeclareDepsResponse>(p),
+        "SubscribeInvalidations" => rt::<SubscribeInvalidations>(p),
+        "SubscribeInvalidationsResponse" => rt::<SubscribeInvalidationsResponse>(p),
+        "ImportClaim" => rt::<ImportClaim>(p),
+        "ImportClaimResponse" => rt::<ImportClaimResponse>(p),
+        "ImportDone" => rt::<ImportDone>(p),
+        "ImportDoneResponse" => rt::<ImportDoneResponse>(p),
+        "AssetInvalidated" => rt::<AssetInvalidated>(p),
+        "WatchSubscribe" => rt::<w::Subscribe>(p),
+        "WatchSubscribeResponse" => rt::<w::SubscribeResponse>(p),
+        "WatchUnsubscribe" => rt::<w::Unsubscribe>(p),
+        "WatchUnsubscribeResponse" => rt::<w::UnsubscribeResponse>(p),
+        "WatchQuery" => rt::<w::Query>(p),
+        "WatchQueryResponse" => rt::<w::QueryResponse>(p),
+        "WatchList" => rt::<w::List>(p),
+        "WatchListResponse" => rt::<w::ListResponse>(p),
+        "WatchChanges" => rt::<w::Changes>(p),
+        "WatchRescan" => rt::<w::Rescan>(p),
+        "WatchEnded" => rt::<w::Ended>(p),
         other => panic!("unknown message {other}"),
     }
 }
@@ -255,6 +403,7 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
     let c = service::CONTROL;
     let sh = service::SHADER;
     let a = service::ASSET;
+    let wt = service::WATCH;
     let stats = json!({"hits": 10, "misses": 2, "puts": 12, "entries": 7, "entries_in_memory": 5,
         "bytes_in_memory": 4096, "bytes_on_disk": 8192, "evictions": 3, "corrupt_dropped": 1,
         "memory_budget": 536870912u64, "disk_budget": 0});
@@ -510,6 +659,158 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
             "EventsLost",
             json!({"dropped": 1500}),
         ),
+        (
+            "asset.declare_deps",
+            a,
+            "DeclareDeps",
+            json!({"path": "textures/rock.png", "platform": 2,
+                "deps": ["/proj/src/rock.psd", "/proj/src/palette.act"]}),
+        ),
+        (
+            "asset.declare_deps_response",
+            a,
+            "DeclareDepsResponse",
+            json!({"watched": 2}),
+        ),
+        (
+            "asset.subscribe_invalidations",
+            a,
+            "SubscribeInvalidations",
+            json!({}),
+        ),
+        (
+            "asset.subscribe_invalidations_response",
+            a,
+            "SubscribeInvalidationsResponse",
+            json!({}),
+        ),
+        (
+            "asset.import_claim",
+            a,
+            "ImportClaim",
+            json!({"platform": 2, "importer_id": "png", "importer_version": 3,
+                "source": "/proj/src/rock.png", "deps": []}),
+        ),
+        (
+            "asset.import_claim_response_owner",
+            a,
+            "ImportClaimResponse",
+            json!({"status": 0, "path": "import/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}),
+        ),
+        (
+            "asset.import_claim_response_ready",
+            a,
+            "ImportClaimResponse",
+            json!({"status": 1, "path": "import/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}),
+        ),
+        (
+            "asset.import_done",
+            a,
+            "ImportDone",
+            json!({"path": "import/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+                "platform": 2, "ok": 1}),
+        ),
+        (
+            "asset.import_done_response",
+            a,
+            "ImportDoneResponse",
+            json!({"watched": 1}),
+        ),
+        (
+            "asset.invalidated",
+            a,
+            "AssetInvalidated",
+            json!({"path": "textures/rock.png", "platform": 2, "source": "/proj/src/palette.act"}),
+        ),
+        (
+            "watch.subscribe",
+            wt,
+            "WatchSubscribe",
+            json!({"root": "/home/ana/game/assets", "flags": 0, "include": ["*.png", "src/**/*.rs"],
+                "exclude": ["tmp/**"], "since_instance": "0", "since_seq": 0}),
+        ),
+        (
+            "watch.subscribe_since",
+            wt,
+            "WatchSubscribe",
+            json!({"root": "/w", "flags": 1, "include": [], "exclude": [],
+                "since_instance": "9e3779b97f4a7c15", "since_seq": 42}),
+        ),
+        (
+            "watch.subscribe_response",
+            wt,
+            "WatchSubscribeResponse",
+            json!({"subscription": 7, "instance": "9e3779b97f4a7c15", "seq": 42, "watched_dirs": 12,
+                "watched_files": 345}),
+        ),
+        (
+            "watch.unsubscribe",
+            wt,
+            "WatchUnsubscribe",
+            json!({"subscription": 7}),
+        ),
+        (
+            "watch.unsubscribe_response",
+            wt,
+            "WatchUnsubscribeResponse",
+            json!({"existed": 1}),
+        ),
+        (
+            "watch.query",
+            wt,
+            "WatchQuery",
+            json!({"root": "/w", "flags": 0, "include": ["*.png"], "exclude": [],
+                "since_instance": "9e3779b97f4a7c15", "since_seq": 42}),
+        ),
+        (
+            "watch.query_response",
+            wt,
+            "WatchQueryResponse",
+            json!({"instance": "9e3779b97f4a7c15", "seq": 45, "fresh_instance": 0, "changes": [
+                {"kind": 1, "path": "a.png"}, {"kind": 2, "path": "b.png"},
+                {"kind": 3, "path": "c.png"}, {"kind": 4, "path": "d.png", "to": "e.png"}]}),
+        ),
+        (
+            "watch.query_response_fresh",
+            wt,
+            "WatchQueryResponse",
+            json!({"instance": "1", "seq": 1, "fresh_instance": 1, "changes": []}),
+        ),
+        ("watch.list", wt, "WatchList", json!({})),
+        (
+            "watch.list_response",
+            wt,
+            "WatchListResponse",
+            json!({"roots": [{"root": "/w", "flags": 0, "subscribers": 2, "watches": 12, "files": 345,
+                "seq": 45, "rescans": 1}]}),
+        ),
+        (
+            "watch.changes",
+            wt,
+            "WatchChanges",
+            json!({"subscription": 7, "instance": "9e3779b97f4a7c15", "seq": 43, "flags": 0, "changes": [
+                {"kind": 2, "path": "scene.json"}, {"kind": 4, "path": "old", "to": "new"}]}),
+        ),
+        (
+            "watch.changes_fresh",
+            wt,
+            "WatchChanges",
+            json!({"subscription": 7, "instance": "9e3779b97f4a7c15", "seq": 43, "flags": 1,
+                "changes": []}),
+        ),
+        (
+            "watch.rescan",
+            wt,
+            "WatchRescan",
+            json!({"subscription": 7, "root": "/w", "instance": "9e3779b97f4a7c15", "seq": 44,
+                "reason": "overflow: events were missed"}),
+        ),
+        (
+            "watch.ended",
+            wt,
+            "WatchEnded",
+            json!({"subscription": 7, "root": "/w", "reason": 1, "message": "the root /w no longer exists"}),
+        ),
     ]
 }
 
@@ -551,7 +852,7 @@ fn generate() -> Value {
         .map(|(n, f, e)| json!({"name": n, "frame": f, "error": e}))
         .collect();
     json!({"protocol_version": spark_proto::PROTOCOL_VERSION,
-        "notes": "Generated by crates/spark-proto/tests/vectors.rs. Integers are decimal; source_hash and checksum are big-endian hex strings of the numeric value; byte strings (data) are hex. 'frame' is the whole frame: header and payload. xxh3_128: the XXH3-128 (seed 0) of 'length' bytes where byte i = (i * 7 + 3) mod 256.",
+        "notes": "Generated by crates/spark-proto/tests/vectors.rs. Integers are decimal; source_hash, checksum and the watch clocks' instance (and since_instance) are big-endian hex strings of the numeric value; watch changes are {kind, path, to (renamed only)}; byte strings (data) are hex. 'frame' is the whole frame: header and payload. xxh3_128: the XXH3-128 (seed 0) of 'length' bytes where byte i = (i * 7 + 3) mod 256.",
         "vectors": vs, "invalid": inv, "xxh3_128": xxh3_table()})
 }
 
@@ -677,6 +978,7 @@ fn every_registered_message_has_a_vector() {
         let services: &[u16] = match info.service {
             "control" => &[service::CONTROL],
             "cache" => &[service::SHADER, service::ASSET],
+            "watch" => &[service::WATCH],
             "any" => &[service::CONTROL, service::SHADER, service::ASSET],
             other => panic!("{}: unknown registry service {other}", info.name),
         };

@@ -34,6 +34,9 @@ pub enum Cmd {
     /// The compiled-shader cache
     #[command(subcommand)]
     Shader(ShaderCmd),
+    /// Watch a directory: print changes live (`watch ROOT`), query changes since a clock
+    /// (`watch --since CLOCK ROOT`), or show the daemon's watches (`watch list`)
+    Watch(WatchArgs),
     /// The asset-variant cache
     #[command(subcommand)]
     Asset(AssetCmd),
@@ -98,4 +101,26 @@ pub enum AssetCmd {
     Stats,
     /// Remove every asset variant
     Clear,
+}
+
+#[derive(clap::Args)]
+pub struct WatchArgs {
+    /// The directory to watch, or `list` for every watched root with its subscribers and watch counts (a
+    /// directory named `list` is `./list`)
+    pub root: String,
+    /// Only paths matching this glob (repeatable); without `/` it matches file names anywhere (`*.png`)
+    #[arg(long = "glob", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out paths matching this glob (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Print what changed since this clock (`c:<hex>:<seq>`, printed by every batch) and exit
+    #[arg(long, value_name = "CLOCK")]
+    pub since: Option<String>,
+    /// Do not honour .gitignore, .ignore and the global excludes file
+    #[arg(long)]
+    pub no_ignore: bool,
+    /// Exit after this many batches (0 = run until interrupted)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub count: u64,
 }

@@ -8,6 +8,7 @@ mod args;
 mod cache;
 mod control;
 mod output;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -78,5 +79,6 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Shutdown => control::shutdown(&client, cli.json),
         Cmd::Shader(c) => cache::shader(&client, c, cli.json),
         Cmd::Asset(c) => cache::asset(&client, c, cli.json),
+        Cmd::Watch(w) => watch::run(&client, w, cli.json),
     }
 }

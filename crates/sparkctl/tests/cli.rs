@@ -124,7 +124,7 @@ fn stats_as_table_and_json(s: &std::path::Path) {
     );
     let o = sparkctl(s, &["--json", "stats"], None);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["daemon"]["services"], serde_json::json!([1, 2, 3]));
+    assert_eq!(v["daemon"]["services"], serde_json::json!([1, 2, 3, 7]));
     let ns = |name: &str| {
         v["namespaces"]
             .as_array()
@@ -159,4 +159,71 @@ fn exit_code_2_with_the_daemon_down() {
             "{args:?}: says so"
         );
     }
+}
+
+#[test]
+fn watch_prints_live_changes_queries_since_a_clock_and_lists_roots() {
+    let d = Daemon::start(&[]);
+    let s = &d.socket;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_str().unwrap();
+    let live = Command::new(env!("CARGO_BIN_EXE_sparkctl"))
+        .arg("--socket")
+        .arg(s)
+        .args(["--json", "watch", root, "--glob", "*.txt", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the subscription shows in `watch list`, a write is seen.
+    assert!(spark_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        || {
+            let o = sparkctl(s, &["--json", "watch", "list"], None);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["roots"][0]["subscribers"] == 1
+        }
+    ));
+    let o = sparkctl(s, &["watch", "list"], None);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains(root) && table.contains("subscribers"),
+        "{table}"
+    );
+    let first = sparkctl(s, &["--json", "watch", "--since", "c:1:1", root], None);
+    let q: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(q["fresh_instance"], true, "a foreign clock: fresh instance");
+    let clock = q["clock"].as_str().unwrap().to_string();
+    std::fs::write(t.path().join("skipped.bin"), b"x").unwrap();
+    std::fs::write(t.path().join("a.txt"), b"x").unwrap();
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the subscription line and one batch: {lines:?}"
+    );
+    assert_eq!(
+        lines[1]["changes"],
+        serde_json::json!([{"kind": "created", "path": "a.txt"}])
+    );
+    let o = sparkctl(s, &["watch", "--since", &clock, root], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(code(&o), 0);
+    assert!(
+        text.contains("created   a.txt") && text.contains("created   skipped.bin"),
+        "{text}"
+    );
+    assert_eq!(
+        code(&sparkctl(s, &["watch", "--since", "nonsense", root], None)),
+        4
+    );
 }

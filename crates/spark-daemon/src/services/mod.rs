@@ -7,3 +7,4 @@ pub mod control;
 pub mod shader;
 #[cfg(feature = "test-services")]
 pub mod testing;
+pub mod watch;
