@@ -58,9 +58,16 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
             GetStatus::Miss => Ok(None),
             GetStatus::Inline(b) => Ok(Some(b)),
             GetStatus::Streamed { total_len } if total_len <= DIRECT_GET_MAX => {
-                // The blob's whole buffer up front (a large zeroed allocation is fresh pages: no zeroing
-                // pass), and every chunk read straight into its place: one copy out of the kernel in all.
-                let mut out = vec![0u8; total_len as usize];
+                // The blob's whole buffer up front, every chunk read straight into its place: one copy out
+                // of the kernel in all. Large buffers are recycled (pool.rs): a fresh one is fresh pages,
+                // each faulted in and zeroed by the kernel as the blob lands in it.
+                let len = total_len as usize;
+                let pooled = len >= crate::pool::POOL_MIN;
+                let mut out = if pooled {
+                    self.client.pool.take(len)
+                } else {
+                    vec![0u8; len]
+                };
                 read_stream(
                     &mut c,
                     self.service,
@@ -68,7 +75,11 @@ impl<'a, K: WireKey> CacheClient<'a, K> {
                     Some(&mut out),
                     &mut |_, _| Ok(()),
                 )?;
-                Ok(Some(Bytes::from(out)))
+                Ok(Some(if pooled {
+                    self.client.pool.into_bytes(out)
+                } else {
+                    Bytes::from(out)
+                }))
             }
             GetStatus::Streamed { total_len } => {
                 // Too large to trust the announced size with one allocation: grow as chunks arrive.

@@ -55,6 +55,8 @@ pub struct Client {
     waiting: AtomicUsize,
     events: Arc<EventQueue>,
     hello: HelloResponse,
+    /// Large buffers handed out by streamed gets come back here (see `pool.rs`).
+    pub(crate) pool: Arc<crate::pool::BlobPool>,
 }
 
 impl std::fmt::Debug for Client {
@@ -117,6 +119,7 @@ impl Client {
             waiting: AtomicUsize::new(0),
             events,
             hello,
+            pool: Arc::default(),
         })
     }
 

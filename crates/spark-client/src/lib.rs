@@ -24,6 +24,7 @@ mod event;
 pub mod import;
 pub mod lifecycle;
 mod platform;
+mod pool;
 pub mod tiered;
 pub mod transport;
 pub mod watch;
