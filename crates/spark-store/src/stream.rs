@@ -225,9 +225,8 @@ impl BlobReader {
         Ok(true)
     }
 
-    /// As [`BlobReader::next_chunk`], carved from `pool`: chunks come out of one large allocation in turn, and
-    /// once every chunk handed out from it has been dropped the allocation is used again, so streaming a blob
-    /// neither allocates nor zeroes a fresh buffer per chunk. `None` after the last.
+    /// As [`BlobReader::next_chunk`], carved from `pool`: once the chunks handed out before have been dropped
+    /// (written), their allocation is used again instead of a fresh one. `None` after the last.
     pub fn next_chunk_from(
         &mut self,
         max: usize,
@@ -236,9 +235,9 @@ impl BlobReader {
         let Some(n) = self.next_len(max) else {
             return Ok(None);
         };
-        if pool.capacity() < n {
-            pool.reserve(n.max(max.saturating_mul(4)));
-        }
+        // One chunk's worth: reclaimed when the chunks handed out before are gone, else fresh. Reserving more
+        // would hold several chunks' memory per stream for every concurrent stream.
+        pool.reserve(n);
         pool.resize(n, 0);
         self.read_next(pool)?;
         Ok(Some(pool.split().freeze()))
