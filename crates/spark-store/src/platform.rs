@@ -41,6 +41,17 @@ pub(crate) fn sync_dir(dir: &Path) {
     imp::sync_dir(dir)
 }
 
+/// Reads exactly `buf.len()` bytes at `offset` without moving a file position (`pread`), so many threads
+/// read one pack file at once.
+pub(crate) fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    imp::read_exact_at(f, buf, offset)
+}
+
+/// Writes all of `buf` at `offset` (`pwrite`).
+pub(crate) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    imp::write_all_at(f, buf, offset)
+}
+
 /// Whether an I/O error means the disk (or the user's quota) is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
     imp::is_no_space(e)
@@ -76,6 +87,14 @@ mod unix {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
+    }
+
+    pub(super) fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+    }
+
+    pub(super) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
     }
 
     pub(super) fn is_no_space(e: &io::Error) -> bool {
@@ -150,6 +169,39 @@ mod windows {
         {
             let _ = d.sync_all();
         }
+    }
+
+    /// `seek_read` moves the handle's position, which no caller relies on (packs are only read at offsets).
+    pub(super) fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match f.seek_read(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match f.seek_write(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn is_no_space(e: &io::Error) -> bool {

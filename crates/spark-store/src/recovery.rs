@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::backend::files::FileBackend;
+use crate::backend::packs::PackBackend;
 use crate::backend::{Found, Location};
-use crate::format::{self, Record};
+use crate::format::Record;
+use crate::format::pack::record_len;
 use crate::index::Index;
-use crate::index_log::IndexLog;
+use crate::index_log::{self, IndexLog};
 use crate::stats::Counters;
-use crate::store::{BlobIds, Disk, Inner, OpenReport, Store, SweepReport, Writer};
+use crate::store::{BlobIds, Disk, Inner, NewEntry, OpenReport, Store, SweepReport, Writer};
 use crate::{Durability, StoreConfig, StoreError};
 
 /// What opening the disk tier produced.
@@ -24,6 +25,10 @@ struct OpenedDisk {
     log: IndexLog,
     /// Entries may be missing from the index: recover them from the blobs before serving.
     damaged_mid_log: bool,
+    /// The log is format v1: rewrite it as v2 before serving.
+    v1: bool,
+    /// Per pack, the end of what the log accounts for (recovery looks for records past it).
+    marks: HashMap<u64, u32>,
 }
 
 /// Orphans found by a sweep: the newest verified blob per unindexed key, and the rest (to remove).
@@ -45,7 +50,17 @@ impl Store {
             Some(dir) => Some(open_disk(dir, &cfg, &index, &mut report)?),
         };
         let damaged_mid_log = opened.as_ref().is_some_and(|o| o.damaged_mid_log);
+        let v1 = opened.as_ref().is_some_and(|o| o.v1);
+        let marks = opened.as_ref().map(|o| o.marks.clone());
         let store = Store::assemble(cfg, index, opened);
+        if v1 {
+            // Migration of a v1 directory: its blob files are read as they are; only the log is rewritten
+            // (as v2) before anything is appended to it.
+            store.compact()?;
+        }
+        if let Some(marks) = marks {
+            store.recover_packs(&marks, &mut report)?;
+        }
         report.entries = store.inner.entries.load(Ordering::Relaxed);
         report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
         report.index_load_time = t0.elapsed();
@@ -58,7 +73,56 @@ impl Store {
             report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
         }
         report.trimmed_at_start = store.trim_at_start();
+        store.maybe_compact_packs();
         Ok((store, report))
+    }
+
+    /// Finds pack records the log does not account for (written, then the log lost them or never got
+    /// them), adopting them before serving: a record past the log's marks was written after everything
+    /// the log holds, so it wins over an indexed value of its key.
+    fn recover_packs(
+        &self,
+        marks: &HashMap<u64, u32>,
+        report: &mut OpenReport,
+    ) -> Result<(), StoreError> {
+        let Some(disk) = &self.inner.disk else {
+            return Ok(());
+        };
+        let live: Vec<(Location, u64)> = self
+            .inner
+            .index
+            .each_shard()
+            .flat_map(|s| {
+                s.iter()
+                    .filter_map(|(k, e)| e.loc.map(|l| (l, self.stored_len(k.len(), e))))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let rec = disk.backend.recover_packs(marks, &live)?;
+        report.pack_bytes_truncated = rec.truncated_bytes;
+        let mut adopt = Vec::new();
+        for r in rec.found {
+            if self.fits(&r.key, r.body_len) {
+                adopt.push(NewEntry {
+                    key: r.key.into_boxed_slice(),
+                    size: r.body_len,
+                    loc: Some(r.loc),
+                    checksum: r.checksum,
+                    hot: None,
+                });
+            } else {
+                disk.backend
+                    .remove(r.loc, record_len(r.key.len(), r.body_len));
+            }
+        }
+        report.pack_records_recovered = adopt.len() as u64;
+        if !adopt.is_empty() {
+            info!(store = %self.inner.cfg.name, records = adopt.len(), "adopted pack records the index did not name");
+            self.commit_many(adopt)?;
+            report.entries = self.inner.entries.load(Ordering::Relaxed);
+            report.bytes_on_disk = self.inner.disk_used.load(Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The store around a replayed index, with totals of what replay left. Recency is the blob-id order
@@ -75,7 +139,9 @@ impl Store {
                 if let Some(d) = &disk {
                     disk_used = disk_used.saturating_add(d.backend.stored_len(k.len(), e.size));
                 }
-                live_log_bytes += format::put_record_len(k.len());
+                if let Some(l) = e.loc {
+                    live_log_bytes += index_log::put_record_len(k.len(), l);
+                }
             }
         }
         let first = disk.as_ref().map_or(1, |d| d.ids.first_session);
@@ -95,6 +161,7 @@ impl Store {
                     disk_victims: VecDeque::new(),
                 }),
                 mem_victims: Mutex::new(VecDeque::new()),
+                group: Default::default(),
                 cfg,
             }),
         }
@@ -137,7 +204,7 @@ impl Store {
             disk.ids.ensure_above(scan.max_id);
         }
         for loc in orphans.losers {
-            disk.backend.remove(loc);
+            disk.backend.remove(loc, 0);
             rep.orphans_removed += 1;
         }
         self.adopt_orphans(disk, orphans.newest, &mut rep);
@@ -195,7 +262,7 @@ impl Store {
             if fits && self.adopt(&key, loc, &found) {
                 rep.orphans_adopted += 1;
             } else {
-                disk.backend.remove(loc);
+                disk.backend.remove(loc, 0);
                 rep.orphans_removed += 1;
             }
         }
@@ -220,15 +287,35 @@ fn open_disk(
     report: &mut OpenReport,
 ) -> Result<OpenedDisk, StoreError> {
     let fsync = cfg.durability == Durability::Fsync;
-    let backend = FileBackend::open(dir, fsync)?;
-    // Ids of earlier runs are all below every Put and Reserve they recorded.
+    let backend = PackBackend::open(dir, fsync, cfg.pack_max_blob, cfg.pack_size)?;
+    // Ids of earlier runs are all below every Put and Reserve they recorded (pack ids are blob ids).
     let mut first = 1u64;
+    let mut marks: HashMap<u64, u32> = HashMap::new();
+    let mut mark = |pack: u64, end: u64| {
+        let m = marks.entry(pack).or_default();
+        *m = (*m).max(end.min(u64::from(u32::MAX)) as u32);
+    };
     let (log, replay) = IndexLog::open(dir, fsync, |rec| {
         first = first.max(match &rec {
             Record::Put { file_id, .. } => file_id.saturating_add(1),
             Record::Reserve { up_to } => *up_to,
-            Record::Del { .. } => 0,
+            Record::PutPack { pack, .. } | Record::PackEnd { pack, .. } => pack.saturating_add(1),
+            Record::Del { .. } | Record::DelPack { .. } => 0,
         });
+        match &rec {
+            Record::PutPack {
+                key,
+                pack,
+                offset,
+                body_len,
+                ..
+            } => mark(*pack, u64::from(*offset) + record_len(key.len(), *body_len)),
+            Record::DelPack {
+                pack, offset, len, ..
+            } => mark(*pack, u64::from(*offset) + u64::from(*len)),
+            Record::PackEnd { pack, end } => mark(*pack, u64::from(*end)),
+            _ => {}
+        }
         index.apply(rec);
     })?;
     report.damaged_index_bytes = replay.damaged_bytes;
@@ -247,5 +334,7 @@ fn open_disk(
         },
         log,
         damaged_mid_log: replay.damaged_mid_log,
+        v1: replay.v1,
+        marks,
     })
 }
