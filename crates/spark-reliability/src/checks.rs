@@ -383,6 +383,15 @@ pub fn check_pack_records(data: &[u8]) {
         at += pack::record_len(r.key.len(), r.body.len() as u64) as usize;
     }
     assert_eq!(end, at.max(from).min(data.len()));
+    // The resyncing scan finds at least what the plain one did, in order and without overlaps.
+    let all = pack::scan_records_resync(data, from);
+    assert!(all.len() >= recs.len());
+    let mut next = from;
+    for (off, r) in &all {
+        assert!(*off >= next, "resynced records do not overlap");
+        next = off + pack::record_len(r.key.len(), r.body.len() as u64) as usize;
+        assert!(next <= data.len());
+    }
 }
 
 /// The body written for key `key` in pack record number `n`: derived from both, so a body served under the
@@ -428,14 +437,20 @@ pub fn check_pack_recovery(data: &[u8]) {
             }
             2 => {
                 // An index record that may not match what is there.
-                if let Some((at, k, len, sum)) = written.get(inp.u8() as usize % written.len().max(1))
+                if let Some((at, k, len, sum)) =
+                    written.get(inp.u8() as usize % written.len().max(1))
                 {
-                    let len = if op & 0x80 != 0 { *len as u64 + 1 } else { *len as u64 };
+                    let len = if op & 0x80 != 0 {
+                        *len as u64 + 1
+                    } else {
+                        *len as u64
+                    };
                     index_put(&mut log, k[0], *at, len, *sum ^ u128::from(op & 1));
                 }
             }
             3 => {
-                if let Some((at, k, len, _)) = written.get(inp.u8() as usize % written.len().max(1)) {
+                if let Some((at, k, len, _)) = written.get(inp.u8() as usize % written.len().max(1))
+                {
                     Record::DelPack {
                         key: k.clone(),
                         pack: PACK,
@@ -456,7 +471,8 @@ pub fn check_pack_recovery(data: &[u8]) {
             }
             _ => {
                 if packf.len() > pack::PACK_HEADER_LEN {
-                    let i = pack::PACK_HEADER_LEN + inp.u8() as usize % (packf.len() - pack::PACK_HEADER_LEN);
+                    let i = pack::PACK_HEADER_LEN
+                        + inp.u8() as usize % (packf.len() - pack::PACK_HEADER_LEN);
                     packf[i] ^= 1 << (op >> 4 & 7);
                 }
             }
@@ -492,7 +508,11 @@ pub fn check_pack_recovery(data: &[u8]) {
     let (store, _) = Store::open(cfg.clone()).expect("store opens");
     served_ok(&store);
     let fresh = Bytes::from_static(b"fresh value after pack recovery");
-    assert!(store.put(b"new", fresh.clone()).expect("put after recovery"));
+    assert!(
+        store
+            .put(b"new", fresh.clone())
+            .expect("put after recovery")
+    );
     assert_eq!(store.get(b"new").expect("get"), Some(fresh.clone()));
     drop(store);
     let (store, _) = Store::open(cfg).expect("reopen");

@@ -217,7 +217,11 @@ fn write_fuzz_seeds() {
     write("blob", "valid-blob", &file);
     // index_replay input: magic, then Put (key 0, id 3, 20 bytes, valid checksum, file kept), Del, Put.
     write("pack_record", "header-two-records", &valid_pack());
-    write("pack_recovery", "put-put-mismatch-del-flip", PACK_RECOVERY_SEED);
+    write(
+        "pack_recovery",
+        "put-put-mismatch-del-flip",
+        PACK_RECOVERY_SEED,
+    );
     write(
         "index_replay",
         "put-del-put",

@@ -133,6 +133,7 @@ impl Store {
                     id: j.id,
                     key: &j.key,
                     body: &j.body,
+                    copy: false,
                 })
                 .collect();
             disk.backend.write_batch(&items)
@@ -217,11 +218,18 @@ impl Store {
                     id: *id,
                     key: k,
                     body: b,
+                    copy: true,
                 })
                 .collect();
             let written = disk.backend.write_batch(&items)?;
             let moved = moving.iter().map(|(k, e, _, _)| (&***k, *e)).zip(written);
             self.commit_moved(disk, moved.collect())?;
+        }
+        // With fsync durability the copies' index records must be on disk before the originals go.
+        if self.inner.cfg.durability == crate::Durability::Fsync
+            && let Some(log) = self.writer().log.as_mut()
+        {
+            log.sync()?;
         }
         disk.backend.drop_pack(pack);
         Ok(())
@@ -268,7 +276,7 @@ impl Store {
             .partition(|((k, e), _)| self.find(k).is_some_and(|cur| Arc::ptr_eq(&cur, e)));
         for ((k, e), wr) in &stale {
             disk.backend
-                .remove(wr.loc, disk.backend.stored_len(k.len(), e.size));
+                .remove(wr.loc, disk.backend.stored_len_at(wr.loc, k.len(), e.size));
         }
         let recs: Vec<_> = keep
             .iter()
@@ -280,7 +288,7 @@ impl Store {
         {
             for ((k, e), wr) in &keep {
                 disk.backend
-                    .remove(wr.loc, disk.backend.stored_len(k.len(), e.size));
+                    .remove(wr.loc, disk.backend.stored_len_at(wr.loc, k.len(), e.size));
             }
             return Err(e);
         }

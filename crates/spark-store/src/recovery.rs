@@ -10,7 +10,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::backend::packs::PackBackend;
-use crate::backend::{Found, Location};
+use crate::backend::{Found, Location, Recovered};
 use crate::format::Record;
 use crate::format::pack::record_len;
 use crate::index::Index;
@@ -27,8 +27,16 @@ struct OpenedDisk {
     damaged_mid_log: bool,
     /// The log is format v1: rewrite it as v2 before serving.
     v1: bool,
-    /// Per pack, the end of what the log accounts for (recovery looks for records past it).
+    /// What replay learnt about packs, for their recovery.
+    packs: PackReplay,
+}
+
+/// Per pack, the end of what the log accounts for (recovery looks for records past it), and the records
+/// the log says were removed.
+#[derive(Default, Clone)]
+struct PackReplay {
     marks: HashMap<u64, u32>,
+    removed: HashSet<Location>,
 }
 
 /// Orphans found by a sweep: the newest verified blob per unindexed key, and the rest (to remove).
@@ -51,15 +59,15 @@ impl Store {
         };
         let damaged_mid_log = opened.as_ref().is_some_and(|o| o.damaged_mid_log);
         let v1 = opened.as_ref().is_some_and(|o| o.v1);
-        let marks = opened.as_ref().map(|o| o.marks.clone());
+        let packs = opened.as_ref().map(|o| o.packs.clone());
         let store = Store::assemble(cfg, index, opened);
         if v1 {
             // Migration of a v1 directory: its blob files are read as they are; only the log is rewritten
             // (as v2) before anything is appended to it.
             store.compact()?;
         }
-        if let Some(marks) = marks {
-            store.recover_packs(&marks, &mut report)?;
+        if let Some(packs) = packs {
+            store.recover_packs(&packs, damaged_mid_log, &mut report)?;
         }
         report.entries = store.inner.entries.load(Ordering::Relaxed);
         report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
@@ -79,10 +87,13 @@ impl Store {
 
     /// Finds pack records the log does not account for (written, then the log lost them or never got
     /// them), adopting them before serving: a record past the log's marks was written after everything
-    /// the log holds, so it wins over an indexed value of its key.
+    /// the log holds, so it wins over an indexed value of its key. With a damaged log (`damaged`), the
+    /// marks may be too low or lost, so every record is looked at: one before its pack's mark is adopted
+    /// only for a key the index lost, newest per key, and never when the log says it was removed.
     fn recover_packs(
         &self,
-        marks: &HashMap<u64, u32>,
+        replay: &PackReplay,
+        damaged: bool,
         report: &mut OpenReport,
     ) -> Result<(), StoreError> {
         let Some(disk) = &self.inner.disk else {
@@ -98,27 +109,48 @@ impl Store {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let rec = disk.backend.recover_packs(marks, &live)?;
+        let rec = disk.backend.recover_packs(&replay.marks, &live, damaged)?;
         report.pack_bytes_truncated = rec.truncated_bytes;
+        let past_mark = |loc: &Location| match loc {
+            Location::Pack { pack, offset } => replay.marks.get(pack).is_none_or(|m| offset >= m),
+            Location::File { .. } => false,
+        };
+        // Before-mark candidates (damaged log only): the newest per key, later ones replacing earlier.
+        let mut lost: HashMap<Vec<u8>, Recovered> = HashMap::new();
         let mut adopt = Vec::new();
         for r in rec.found {
-            if self.fits(&r.key, r.body_len) {
-                adopt.push(NewEntry {
-                    key: r.key.into_boxed_slice(),
-                    size: r.body_len,
-                    loc: Some(r.loc),
-                    checksum: r.checksum,
-                    hot: None,
-                });
-            } else {
-                disk.backend
-                    .remove(r.loc, record_len(r.key.len(), r.body_len));
+            if past_mark(&r.loc) {
+                // Newer than everything the log holds, unless it is a compaction copy (its original is
+                // indexed, or was removed), or the log was damaged and its key is indexed at a later place.
+                let newer_indexed = self
+                    .find(&r.key)
+                    .is_some_and(|e| matches!(e.loc, Some(l @ Location::Pack { .. }) if l > r.loc));
+                if !r.copy && !newer_indexed {
+                    adopt.push(r);
+                }
+            } else if !replay.removed.contains(&r.loc) && self.find(&r.key).is_none() {
+                lost.insert(r.key.clone(), r);
             }
         }
-        report.pack_records_recovered = adopt.len() as u64;
-        if !adopt.is_empty() {
-            info!(store = %self.inner.cfg.name, records = adopt.len(), "adopted pack records the index did not name");
-            self.commit_many(adopt)?;
+        adopt.extend(lost.into_values());
+        adopt.sort_unstable_by_key(|r| r.loc);
+        // What is not adopted stays dead (compaction reclaims it); records the index names are untouched.
+        let mut news = Vec::new();
+        for r in adopt.into_iter().filter(|r| self.fits(&r.key, r.body_len)) {
+            disk.backend
+                .revive(r.loc, record_len(r.key.len(), r.body_len));
+            news.push(NewEntry {
+                key: r.key.into_boxed_slice(),
+                size: r.body_len,
+                loc: Some(r.loc),
+                checksum: r.checksum,
+                hot: None,
+            });
+        }
+        report.pack_records_recovered = news.len() as u64;
+        if !news.is_empty() {
+            info!(store = %self.inner.cfg.name, records = news.len(), "adopted pack records the index did not name");
+            self.commit_many(news)?;
             report.entries = self.inner.entries.load(Ordering::Relaxed);
             report.bytes_on_disk = self.inner.disk_used.load(Ordering::Relaxed);
         }
@@ -290,11 +322,12 @@ fn open_disk(
     let backend = PackBackend::open(dir, fsync, cfg.pack_max_blob, cfg.pack_size)?;
     // Ids of earlier runs are all below every Put and Reserve they recorded (pack ids are blob ids).
     let mut first = 1u64;
-    let mut marks: HashMap<u64, u32> = HashMap::new();
+    let mut packs = PackReplay::default();
     let mut mark = |pack: u64, end: u64| {
-        let m = marks.entry(pack).or_default();
+        let m = packs.marks.entry(pack).or_default();
         *m = (*m).max(end.min(u64::from(u32::MAX)) as u32);
     };
+    let mut removed = HashSet::new();
     let (log, replay) = IndexLog::open(dir, fsync, |rec| {
         first = first.max(match &rec {
             Record::Put { file_id, .. } => file_id.saturating_add(1),
@@ -312,7 +345,13 @@ fn open_disk(
             } => mark(*pack, u64::from(*offset) + record_len(key.len(), *body_len)),
             Record::DelPack {
                 pack, offset, len, ..
-            } => mark(*pack, u64::from(*offset) + u64::from(*len)),
+            } => {
+                mark(*pack, u64::from(*offset) + u64::from(*len));
+                removed.insert(Location::Pack {
+                    pack: *pack,
+                    offset: *offset,
+                });
+            }
             Record::PackEnd { pack, end } => mark(*pack, u64::from(*end)),
             _ => {}
         }
@@ -335,6 +374,6 @@ fn open_disk(
         log,
         damaged_mid_log: replay.damaged_mid_log,
         v1: replay.v1,
-        marks,
+        packs: PackReplay { removed, ..packs },
     })
 }

@@ -299,7 +299,7 @@ impl Store {
     /// Disk bytes an entry accounts for.
     pub(crate) fn stored_len(&self, key_len: usize, e: &Entry) -> u64 {
         match (&self.inner.disk, e.loc) {
-            (Some(d), Some(_)) => d.backend.stored_len(key_len, e.size),
+            (Some(d), Some(loc)) => d.backend.stored_len_at(loc, key_len, e.size),
             _ => 0,
         }
     }
@@ -364,7 +364,7 @@ impl Store {
                         for n in &items {
                             if let Some(l) = n.loc {
                                 d.backend
-                                    .remove(l, d.backend.stored_len(n.key.len(), n.size));
+                                    .remove(l, d.backend.stored_len_at(l, n.key.len(), n.size));
                             }
                         }
                     }
@@ -452,13 +452,20 @@ impl Store {
             w.live_log_bytes = w
                 .live_log_bytes
                 .saturating_sub(index_log::put_record_len(key.len(), loc));
-            if let Some(d) = &self.inner.disk {
+            // A blob file goes first (an unindexed file would be adopted again by the sweep); a packed
+            // record's Del goes first (its bytes stay, and the Del's mark keeps recovery from adopting
+            // them; removing first would leave a zeroed record the index still names).
+            let packed = matches!(loc, Location::Pack { .. });
+            if let (Some(d), false) = (&self.inner.disk, packed) {
                 d.backend.remove(loc, stored);
             }
             if let Some(log) = w.log.as_mut()
                 && let Err(e) = log.append(&index_log::del_record(key, loc, stored))
             {
                 warn!(store = %self.inner.cfg.name, "cannot record a removal: {e}");
+            }
+            if let (Some(d), true) = (&self.inner.disk, packed) {
+                d.backend.remove(loc, stored);
             }
         }
         true

@@ -45,6 +45,8 @@ pub struct BatchItem<'a> {
     pub id: u64,
     pub key: &'a [u8],
     pub body: &'a [u8],
+    /// A copy made by compaction of a blob already indexed elsewhere (recovery never adopts one alone).
+    pub copy: bool,
 }
 
 /// A record recovery found in a pack past what the index accounts for: whole and verified.
@@ -54,6 +56,8 @@ pub struct Recovered {
     pub loc: Location,
     pub body_len: u64,
     pub checksum: u128,
+    /// A copy written by compaction.
+    pub copy: bool,
 }
 
 /// What [`BlobBackend::recover_packs`] did.
@@ -122,8 +126,13 @@ pub struct Scan {
 /// Storage of blob bytes for one store. Object safe: the store holds a `Box<dyn BlobBackend>`, so the public
 /// `Store` type does not change with the backend. Every method may block on the disk.
 pub trait BlobBackend: Send + Sync {
-    /// Bytes a blob of this key and body length occupies: what the disk budget counts.
+    /// Bytes a blob of this key and body length occupies when written now: what the disk budget counts.
     fn stored_len(&self, key_len: usize, body_len: u64) -> u64;
+
+    /// Bytes the blob at `loc` occupies (a small blob may sit in a file, e.g. when it was streamed).
+    fn stored_len_at(&self, _loc: Location, key_len: usize, body_len: u64) -> u64 {
+        self.stored_len(key_len, body_len)
+    }
 
     /// Writes a whole blob under the blob id `id` (unique, from the store) and publishes it atomically.
     fn write(&self, id: u64, key: &[u8], body: &[u8]) -> Result<Written, StoreError>;
@@ -167,14 +176,19 @@ pub trait BlobBackend: Send + Sync {
 
     /// Recovery of packed blobs, after index replay: `marks` holds, per pack, the end of what the index
     /// accounts for; `live` every indexed location with its stored length. Cuts torn tails and returns the
-    /// whole records past the marks.
+    /// whole records past the marks (dead until the store adopts one with [`BlobBackend::revive`]). With `damaged` (the index lost records mid-log), returns every whole
+    /// record of every pack, skipping damage, and cuts nothing before a mark.
     fn recover_packs(
         &self,
         _marks: &HashMap<u64, u32>,
         _live: &[(Location, u64)],
+        _damaged: bool,
     ) -> Result<PackRecovery, StoreError> {
         Ok(PackRecovery::default())
     }
+
+    /// Counts a record found by [`BlobBackend::recover_packs`] as live: the store adopted it.
+    fn revive(&self, _loc: Location, _stored: u64) {}
 
     /// Every pack and where its data ends: a rewritten index log records these as marks.
     fn pack_ends(&self) -> Vec<(u64, u32)> {

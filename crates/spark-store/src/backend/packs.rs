@@ -18,7 +18,9 @@
 //! an async runtime thread). Every read checks the magic, both lengths, the full key and the checksum.
 //!
 //! Space: each pack tracks its live bytes (records the index uses); a removed or replaced record's bytes
-//! are dead. A sealed pack is offered for compaction when half of it is dead, or when the dead bytes of
+//! are dead, and the whole filesystem blocks inside them are freed at once by punching a hole (Linux
+//! `fallocate(PUNCH_HOLE)`; elsewhere they wait for compaction), so an eviction makes room on a full disk
+//! even before its pack is compacted. A sealed pack is offered for compaction when half of it is dead, or when the dead bytes of
 //! all packs pass one pack's size (then the pack with the most dead bytes), so dead bytes stay within
 //! about one pack.
 
@@ -36,8 +38,8 @@ use super::{
     Scan, Written,
 };
 use crate::format::pack::{
-    self, MAX_PACKED_BODY, PACK_HEADER_LEN, RECORD_HEADER_LEN, encode_pack_header, encode_record,
-    parse_record, record_len, scan_records,
+    self, MAX_PACKED_BODY, PACK_HEADER_LEN, RECORD_HEADER_LEN, encode_pack_header,
+    encode_record_as, parse_record, record_len, scan_records, scan_records_resync,
 };
 use crate::{StoreError, SweepReport, platform};
 
@@ -172,6 +174,7 @@ impl PackBackend {
         id: u64,
         path: PathBuf,
         mark: u64,
+        damaged: bool,
         out: &mut PackRecovery,
     ) -> Result<Option<Arc<Pack>>, StoreError> {
         let file = match platform::open_no_follow(OpenOptions::new().read(true).write(true), &path)
@@ -201,13 +204,26 @@ impl PackBackend {
             }
             warn!("{}: damaged pack header; not scanned", path.display());
         }
-        let start = mark.max(PACK_HEADER_LEN as u64);
+        let header = PACK_HEADER_LEN as u64;
+        let start = if damaged { header } else { mark.max(header) };
         let mut end = len;
         if header_ok && start < len {
             let mut data = vec![0u8; (len - start) as usize];
             platform::read_exact_at(&file, &mut data, start)
                 .map_err(|e| StoreError::io("read", &path, e))?;
-            let (recs, good) = scan_records(&data, 0);
+            let (recs, good) = if damaged {
+                let recs = scan_records_resync(&data, 0);
+                let good = recs.last().map_or(0, |(off, r)| {
+                    off + record_len(r.key.len(), r.body.len() as u64) as usize
+                });
+                // Only a tail past the mark is cut: before it lie records the index still names.
+                let good = good
+                    .max(mark.saturating_sub(start) as usize)
+                    .min(data.len());
+                (recs, good)
+            } else {
+                scan_records(&data, 0)
+            };
             for (off, r) in recs {
                 out.found.push(Recovered {
                     key: r.key.to_vec(),
@@ -217,6 +233,7 @@ impl PackBackend {
                     },
                     body_len: r.body.len() as u64,
                     checksum: r.checksum,
+                    copy: r.copy,
                 });
             }
             if good < data.len() {
@@ -231,18 +248,12 @@ impl PackBackend {
                     .map_err(|e| StoreError::io("truncate", &path, e))?;
             }
         }
-        let live: u64 = out
-            .found
-            .iter()
-            .filter(|r| matches!(r.loc, Location::Pack { pack, .. } if pack == id))
-            .map(|r| record_len(r.key.len(), r.body_len))
-            .sum();
         Ok(Some(Arc::new(Pack {
             id,
             file,
             path,
             end: AtomicU64::new(end),
-            live: AtomicU64::new(live),
+            live: AtomicU64::new(0),
             sealed: AtomicBool::new(true),
         })))
     }
@@ -259,7 +270,12 @@ impl BlobBackend for PackBackend {
 
     fn write(&self, id: u64, key: &[u8], body: &[u8]) -> Result<Written, StoreError> {
         if self.batches(body.len() as u64) {
-            let w = self.write_batch(&[BatchItem { id, key, body }])?;
+            let w = self.write_batch(&[BatchItem {
+                id,
+                key,
+                body,
+                copy: false,
+            }])?;
             return Ok(w[0]);
         }
         self.files.write(id, key, body)
@@ -310,13 +326,16 @@ impl BlobBackend for PackBackend {
 
     fn remove(&self, loc: Location, stored: u64) {
         match loc {
-            Location::Pack { pack, .. } => {
+            Location::Pack { pack, offset } => {
                 if let Some(p) = self.pack(pack) {
                     let _ = p
                         .live
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                             Some(v.saturating_sub(stored))
                         });
+                    // The blocks go back to the filesystem at once (a full disk gets room from an
+                    // eviction); offsets stay, and compaction later reclaims the rest of the pack.
+                    platform::punch_hole(&p.file, u64::from(offset), stored);
                 }
             }
             Location::File { .. } => self.files.remove(loc, stored),
@@ -354,7 +373,7 @@ impl BlobBackend for PackBackend {
         let mut at = Vec::with_capacity(items.len());
         for i in items {
             let off = buf.len() as u64;
-            at.push((off, encode_record(i.key, i.body, &mut buf)));
+            at.push((off, encode_record_as(i.key, i.body, i.copy, &mut buf)));
         }
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         let p = self.pack_for(&mut active, total, first.id)?;
@@ -388,6 +407,7 @@ impl BlobBackend for PackBackend {
         &self,
         marks: &HashMap<u64, u32>,
         live: &[(Location, u64)],
+        damaged: bool,
     ) -> Result<PackRecovery, StoreError> {
         let mut out = PackRecovery::default();
         let mut found = Vec::new();
@@ -403,7 +423,7 @@ impl BlobBackend for PackBackend {
         let mut packs = HashMap::new();
         for (id, path) in found {
             let mark = u64::from(marks.get(&id).copied().unwrap_or(0));
-            if let Some(p) = self.recover_one(id, path, mark, &mut out)? {
+            if let Some(p) = self.recover_one(id, path, mark, damaged, &mut out)? {
                 packs.insert(id, p);
             }
         }
@@ -423,6 +443,21 @@ impl BlobBackend for PackBackend {
         }
         *self.packs.write().unwrap_or_else(|e| e.into_inner()) = packs;
         Ok(out)
+    }
+
+    fn stored_len_at(&self, loc: Location, key_len: usize, body_len: u64) -> u64 {
+        match loc {
+            Location::Pack { .. } => record_len(key_len, body_len),
+            Location::File { .. } => self.files.stored_len(key_len, body_len),
+        }
+    }
+
+    fn revive(&self, loc: Location, stored: u64) {
+        if let Location::Pack { pack, .. } = loc
+            && let Some(p) = self.pack(pack)
+        {
+            p.live.fetch_add(stored, Ordering::Relaxed);
+        }
     }
 
     fn pack_ends(&self) -> Vec<(u64, u32)> {

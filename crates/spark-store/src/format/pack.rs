@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! pack   = "SPKPACK2" | u64 pack id | record*
-//! record = "SPR2" | u32 key length K | u32 body length N | key[K] | body[N] | u128 XXH3-128 over the rest
+//! record = magic | u32 key length K | u32 body length N | key[K] | body[N] | u128 XXH3-128 over the rest
+//! magic  = "SPR2" (a put) | "SPC2" (a copy made by compaction)
 //! ```
+//!
+//! A copy is never adopted by recovery on its own: it only holds a value the index already named elsewhere,
+//! and a copy whose index record never made it may be older than the key's current value.
 //!
 //! A record is self-describing: its magic, both lengths, the full key, the body and a checksum over all of
 //! them, so a pack can be read without its index and a torn tail is detected (recovery adopts whole records
@@ -17,8 +21,10 @@ use super::{FormatError, MAX_KEY_LEN};
 pub const PACK_MAGIC: &[u8; 8] = b"SPKPACK2";
 /// Pack header: magic and the pack id (which is also in its file name).
 pub const PACK_HEADER_LEN: usize = 8 + 8;
-/// First 4 bytes of every record.
+/// First 4 bytes of a record written by a put.
 pub const RECORD_MAGIC: &[u8; 4] = b"SPR2";
+/// First 4 bytes of a record that compaction copied from another pack.
+pub const COPY_MAGIC: &[u8; 4] = b"SPC2";
 /// Record header: magic, `u32` key length, `u32` body length.
 pub const RECORD_HEADER_LEN: usize = 4 + 4 + 4;
 /// Record trailer: XXH3-128 over header, key and body.
@@ -50,10 +56,15 @@ pub fn record_len(key_len: usize, body_len: u64) -> u64 {
     ((RECORD_HEADER_LEN + key_len + RECORD_TRAILER_LEN) as u64).saturating_add(body_len)
 }
 
-/// Appends the record for `key` and `body` to `out`; returns its checksum (which the index records).
+/// Appends the record of a put of `key` and `body` to `out`; returns its checksum (which the index records).
 pub fn encode_record(key: &[u8], body: &[u8], out: &mut Vec<u8>) -> u128 {
+    encode_record_as(key, body, false, out)
+}
+
+/// As [`encode_record`]; `copy`: a record compaction copied (magic [`COPY_MAGIC`]).
+pub fn encode_record_as(key: &[u8], body: &[u8], copy: bool, out: &mut Vec<u8>) -> u128 {
     let start = out.len();
-    out.extend_from_slice(RECORD_MAGIC);
+    out.extend_from_slice(if copy { COPY_MAGIC } else { RECORD_MAGIC });
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
@@ -71,6 +82,8 @@ pub struct PackRecord<'a> {
     pub key: &'a [u8],
     pub body: &'a [u8],
     pub checksum: u128,
+    /// Written by compaction (a copy of a record in another pack), not by a put.
+    pub copy: bool,
 }
 
 /// Parses the record at the start of `b` (more bytes may follow); returns it and its length.
@@ -78,9 +91,11 @@ pub fn parse_record(b: &[u8]) -> Result<(PackRecord<'_>, usize), FormatError> {
     if b.len() < RECORD_HEADER_LEN {
         return Err(FormatError::Truncated);
     }
-    if &b[..4] != RECORD_MAGIC {
-        return Err(FormatError::BadMagic);
-    }
+    let copy = match &b[..4] {
+        m if m == RECORD_MAGIC => false,
+        m if m == COPY_MAGIC => true,
+        _ => return Err(FormatError::BadMagic),
+    };
     let key_len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
     let body_len = u64::from(u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")));
     if key_len > MAX_KEY_LEN {
@@ -106,6 +121,7 @@ pub fn parse_record(b: &[u8]) -> Result<(PackRecord<'_>, usize), FormatError> {
             key: &b[RECORD_HEADER_LEN..k_end],
             body: &b[k_end..sum_at],
             checksum: stored,
+            copy,
         },
         total,
     ))
@@ -127,6 +143,24 @@ pub fn scan_records(data: &[u8], from: usize) -> (Vec<(usize, PackRecord<'_>)>, 
         }
     }
     (out, off.min(data.len()))
+}
+
+/// Every whole record in `data[from..]`, skipping damage: after a record that does not parse, the scan
+/// goes on at the next offset where one does (recovery from a damaged index, which cannot tell where the
+/// records it lost are). Returns each record with its offset in `data`.
+pub fn scan_records_resync(data: &[u8], from: usize) -> Vec<(usize, PackRecord<'_>)> {
+    let mut out = Vec::new();
+    let mut off = from;
+    while off < data.len() {
+        match parse_record(&data[off..]) {
+            Ok((rec, n)) => {
+                out.push((off, rec));
+                off += n;
+            }
+            Err(_) => off += 1,
+        }
+    }
+    out
 }
 
 /// Pack file name for an id: 16 lowercase hex digits and `.pack`.
@@ -156,7 +190,7 @@ mod tests {
         let mut buf = encode_pack_header(5).to_vec();
         let s1 = encode_record(b"alpha", b"first body", &mut buf);
         let second_at = buf.len();
-        let s2 = encode_record(b"beta", &[7u8; 300], &mut buf);
+        let s2 = encode_record_as(b"beta", &[7u8; 300], true, &mut buf);
         assert_eq!(decode_pack_header(&buf), Ok(5));
         let (recs, end) = scan_records(&buf, PACK_HEADER_LEN);
         assert_eq!(end, buf.len());
@@ -165,6 +199,7 @@ mod tests {
         assert_eq!(recs[0].1.checksum, s1);
         assert_eq!((recs[1].0, recs[1].1.checksum), (second_at, s2));
         assert_eq!(recs[1].1.body, &[7u8; 300][..]);
+        assert!(!recs[0].1.copy && recs[1].1.copy);
         assert_eq!(
             (second_at - PACK_HEADER_LEN) as u64,
             record_len(5, b"first body".len() as u64)
