@@ -206,48 +206,19 @@ impl PackBackend {
         }
         let header = PACK_HEADER_LEN as u64;
         let start = if damaged { header } else { mark.max(header) };
-        let mut end = len;
-        if header_ok && start < len {
-            let mut data = vec![0u8; (len - start) as usize];
-            platform::read_exact_at(&file, &mut data, start)
-                .map_err(|e| StoreError::io("read", &path, e))?;
-            let (recs, good) = if damaged {
-                let recs = scan_records_resync(&data, 0);
-                let good = recs.last().map_or(0, |(off, r)| {
-                    off + record_len(r.key.len(), r.body.len() as u64) as usize
-                });
-                // Only a tail past the mark is cut: before it lie records the index still names.
-                let good = good
-                    .max(mark.saturating_sub(start) as usize)
-                    .min(data.len());
-                (recs, good)
-            } else {
-                scan_records(&data, 0)
+        let end = if header_ok && start < len {
+            let tail = Tail {
+                id,
+                file: &file,
+                path: &path,
+                start,
+                mark,
+                len,
             };
-            for (off, r) in recs {
-                out.found.push(Recovered {
-                    key: r.key.to_vec(),
-                    loc: Location::Pack {
-                        pack: id,
-                        offset: (start + off as u64) as u32,
-                    },
-                    body_len: r.body.len() as u64,
-                    checksum: r.checksum,
-                    copy: r.copy,
-                });
-            }
-            if good < data.len() {
-                end = start + good as u64;
-                out.truncated_bytes += len - end;
-                warn!(
-                    "{}: cut {} byte(s) of torn or damaged records at offset {end}",
-                    path.display(),
-                    len - end
-                );
-                file.set_len(end)
-                    .map_err(|e| StoreError::io("truncate", &path, e))?;
-            }
-        }
+            tail.scan(damaged, out)?
+        } else {
+            len
+        };
         Ok(Some(Arc::new(Pack {
             id,
             file,
@@ -256,6 +227,66 @@ impl PackBackend {
             live: AtomicU64::new(0),
             sealed: AtomicBool::new(true),
         })))
+    }
+}
+
+/// The part of a pack recovery reads: from `start` (its mark, or its header when the index is damaged) to
+/// the file's end.
+struct Tail<'a> {
+    id: u64,
+    file: &'a File,
+    path: &'a Path,
+    start: u64,
+    mark: u64,
+    len: u64,
+}
+
+impl Tail<'_> {
+    /// Adds the whole records found to `out`, cuts what follows the last good one (never before the mark),
+    /// and returns where the pack's data now ends.
+    fn scan(&self, damaged: bool, out: &mut PackRecovery) -> Result<u64, StoreError> {
+        let mut data = vec![0u8; (self.len - self.start) as usize];
+        platform::read_exact_at(self.file, &mut data, self.start)
+            .map_err(|e| StoreError::io("read", self.path, e))?;
+        let (recs, good) = if damaged {
+            let recs = scan_records_resync(&data, 0);
+            let good = recs.last().map_or(0, |(off, r)| {
+                off + record_len(r.key.len(), r.body.len() as u64) as usize
+            });
+            // Only a tail past the mark is cut: before it lie records the index still names.
+            let good = good
+                .max(self.mark.saturating_sub(self.start) as usize)
+                .min(data.len());
+            (recs, good)
+        } else {
+            scan_records(&data, 0)
+        };
+        for (off, r) in recs {
+            out.found.push(Recovered {
+                key: r.key.to_vec(),
+                loc: Location::Pack {
+                    pack: self.id,
+                    offset: (self.start + off as u64) as u32,
+                },
+                body_len: r.body.len() as u64,
+                checksum: r.checksum,
+                copy: r.copy,
+            });
+        }
+        if good == data.len() {
+            return Ok(self.len);
+        }
+        let end = self.start + good as u64;
+        out.truncated_bytes += self.len - end;
+        warn!(
+            "{}: cut {} byte(s) of torn or damaged records at offset {end}",
+            self.path.display(),
+            self.len - end
+        );
+        self.file
+            .set_len(end)
+            .map_err(|e| StoreError::io("truncate", self.path, e))?;
+        Ok(end)
     }
 }
 
