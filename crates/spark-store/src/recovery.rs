@@ -99,16 +99,15 @@ impl Store {
         let Some(disk) = &self.inner.disk else {
             return Ok(());
         };
-        let live: Vec<(Location, u64)> = self
-            .inner
-            .index
-            .each_shard()
-            .flat_map(|s| {
-                s.iter()
-                    .filter_map(|(k, e)| e.loc.map(|l| (l, self.stored_len(k.len(), e))))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        // Per pack, not per entry: a million entries would otherwise mean a million-element list here.
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        for s in self.inner.index.each_shard() {
+            for (k, e) in s.iter() {
+                if let Some(Location::Pack { pack, .. }) = e.loc {
+                    *live.entry(pack).or_default() += self.stored_len(k.len(), e);
+                }
+            }
+        }
         let rec = disk.backend.recover_packs(&replay.marks, &live, damaged)?;
         report.pack_bytes_truncated = rec.truncated_bytes;
         let past_mark = |loc: &Location| match loc {
@@ -323,9 +322,20 @@ fn open_disk(
     // Ids of earlier runs are all below every Put and Reserve they recorded (pack ids are blob ids).
     let mut first = 1u64;
     let mut packs = PackReplay::default();
+    // Records come in runs of one pack: the last pack's mark is kept aside, so most records cost a compare
+    // rather than a hash-map update.
+    let mut last: Option<(u64, u32)> = None;
     let mut mark = |pack: u64, end: u64| {
-        let m = packs.marks.entry(pack).or_default();
-        *m = (*m).max(end.min(u64::from(u32::MAX)) as u32);
+        let end = end.min(u64::from(u32::MAX)) as u32;
+        match &mut last {
+            Some((p, m)) if *p == pack => *m = (*m).max(end),
+            _ => {
+                if let Some((p, m)) = last.replace((pack, end)) {
+                    let e = packs.marks.entry(p).or_default();
+                    *e = (*e).max(m);
+                }
+            }
+        }
     };
     let mut removed = HashSet::new();
     let (log, replay) = IndexLog::open(dir, fsync, |rec| {
@@ -357,6 +367,10 @@ fn open_disk(
         }
         index.apply(rec);
     })?;
+    if let Some((p, m)) = last {
+        let e = packs.marks.entry(p).or_default();
+        *e = (*e).max(m);
+    }
     report.damaged_index_bytes = replay.damaged_bytes;
     if replay.damaged_bytes > 0 {
         warn!(

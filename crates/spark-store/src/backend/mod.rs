@@ -175,13 +175,13 @@ pub trait BlobBackend: Send + Sync {
     }
 
     /// Recovery of packed blobs, after index replay: `marks` holds, per pack, the end of what the index
-    /// accounts for; `live` every indexed location with its stored length. Cuts torn tails and returns the
+    /// accounts for; `live` the stored bytes the index uses in each pack. Cuts torn tails and returns the
     /// whole records past the marks (dead until the store adopts one with [`BlobBackend::revive`]). With `damaged` (the index lost records mid-log), returns every whole
     /// record of every pack, skipping damage, and cuts nothing before a mark.
     fn recover_packs(
         &self,
         _marks: &HashMap<u64, u32>,
-        _live: &[(Location, u64)],
+        _live: &HashMap<u64, u64>,
         _damaged: bool,
     ) -> Result<PackRecovery, StoreError> {
         Ok(PackRecovery::default())

@@ -437,7 +437,7 @@ impl BlobBackend for PackBackend {
     fn recover_packs(
         &self,
         marks: &HashMap<u64, u32>,
-        live: &[(Location, u64)],
+        live: &HashMap<u64, u64>,
         damaged: bool,
     ) -> Result<PackRecovery, StoreError> {
         let mut out = PackRecovery::default();
@@ -458,11 +458,9 @@ impl BlobBackend for PackBackend {
                 packs.insert(id, p);
             }
         }
-        for (loc, stored) in live {
-            if let Location::Pack { pack, .. } = loc
-                && let Some(p) = packs.get(pack)
-            {
-                p.live.fetch_add(*stored, Ordering::Relaxed);
+        for (pack, bytes) in live {
+            if let Some(p) = packs.get(pack) {
+                p.live.fetch_add(*bytes, Ordering::Relaxed);
             }
         }
         // Appending goes on in the newest pack, if it has room.
