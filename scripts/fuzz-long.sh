@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 secs=${1:-630}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame payloads record blob index_replay)
+[ ${#targets[@]} -gt 0 ] || targets=(frame payloads record blob index_replay pack_record pack_recovery)
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build
 for t in "${targets[@]}"; do

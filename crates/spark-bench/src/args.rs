@@ -64,6 +64,10 @@ pub struct Args {
     /// Extra argument for every sparkd the bench starts (repeatable), for experiments
     #[arg(long = "sparkd-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub sparkd_args: Vec<String>,
+    /// Extra argument for redis-server (repeatable), e.g. `--redis-arg=--appendonly --redis-arg=yes
+    /// --redis-arg=--appendfsync --redis-arg=always` to hold `--durability fsync` against a durable Redis
+    #[arg(long = "redis-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub redis_args: Vec<String>,
 }
 
 impl Args {

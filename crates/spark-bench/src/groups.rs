@@ -45,7 +45,7 @@ pub fn start_redis(a: &Args, res: &mut Results) -> Result<Option<Redis>> {
         res.redis_note = Some(msg);
         return Ok(None);
     };
-    let r = Redis::start(&bin)?;
+    let r = Redis::start(&bin, &a.redis_args)?;
     res.redis_version = Some(r.version());
     Ok(Some(r))
 }

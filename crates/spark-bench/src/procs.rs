@@ -126,7 +126,14 @@ impl Sparkd {
             .arg(&cache_root)
             .arg("--memory-budget-mb")
             .arg(spec.memory_budget_mb.to_string())
-            .args(["--durability", "fast", "--log-level", "warn"])
+            // `--durability fast` unless the extra arguments choose (sparkd takes each flag once).
+            .args(
+                (!spec.extra_args.iter().any(|a| a == "--durability"))
+                    .then_some(["--durability", "fast"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(["--log-level", "warn"])
             .args(spec.extra_args)
             .stdin(Stdio::null())
             .spawn()
@@ -186,7 +193,8 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn start(bin: &Path) -> Result<Redis> {
+    /// `extra` comes last, so it overrides the defaults (no persistence).
+    pub fn start(bin: &Path, extra: &[String]) -> Result<Redis> {
         let dir = tempfile::Builder::new()
             .prefix("spark-bench-redis")
             .tempdir()?;
@@ -212,6 +220,7 @@ impl Redis {
                 "--protected-mode",
                 "yes",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

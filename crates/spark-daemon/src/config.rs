@@ -62,6 +62,15 @@ pub struct Args {
     #[arg(long, value_name = "MB", default_value_t = 4096)]
     pub max_blob_mb: u64,
 
+    /// Blobs up to this many KiB are appended to pack files in batches (storage format v2); larger ones get
+    /// a file each. 0 = no packs (a file per blob)
+    #[arg(long, value_name = "KB", default_value_t = 128)]
+    pub pack_max_kb: u64,
+
+    /// A pack file is sealed, and a new one started, once it holds this many MiB
+    #[arg(long, value_name = "MB", default_value_t = 64)]
+    pub pack_mb: u64,
+
     /// fast: a put is acknowledged once written to the OS (survives a daemon crash); fsync: once synced to
     /// disk (survives power loss)
     #[arg(long, value_name = "MODE", default_value = "fast")]
@@ -136,6 +145,8 @@ impl Config {
                 s.disk_budget = disk.get(d.name).copied().unwrap_or(0);
                 s.max_blob = a.max_blob_mb.saturating_mul(MB);
                 s.durability = a.durability;
+                s.pack_max_blob = a.pack_max_kb.saturating_mul(1024);
+                s.pack_size = a.pack_mb.max(1).saturating_mul(MB);
                 NamespaceConfig { decl: *d, store: s }
             })
             .collect();

@@ -386,7 +386,9 @@ fn plain_sparkd_uses_the_user_cache_dir() {
         dir.join("index.log").exists(),
         "default cache root is ~/.cache/spark"
     );
-    assert_eq!(files_under(&dir.join("blobs")), 1);
+    // A small blob is appended to a pack (storage format v2), not given a file of its own.
+    assert_eq!(files_under(&dir.join("packs")), 1);
+    assert_eq!(files_under(&dir.join("blobs")), 0);
 }
 
 #[test]

@@ -199,3 +199,63 @@ fn full_disk_fails_puts_clearly_keeps_serving_and_recovers() {
     drop(c);
     drop(d);
 }
+
+/// A pack append on a full disk: the shader cache already has a pack (one tiny blob, too small to free a
+/// whole block when evicted), the disk is filled to the last byte, then a small put must fail with NoSpace
+/// (its batch's write is cut back), while every packed asset blob acknowledged earlier is still served, and
+/// after space is freed and the daemon restarted, nothing is corrupt and the failed put left nothing.
+#[test]
+fn full_disk_fails_a_pack_append_and_keeps_earlier_blobs() {
+    let fs = match Tmpfs::mount("8m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!(
+                "SKIP: disk-full test needs a small tmpfs and could not mount one ({why}); run as root"
+            );
+            return;
+        }
+    };
+    let shader_dir = fs.path().join("shader");
+    let asset_dir = fs.path().join("asset");
+    let mut d = Daemon::start(&[
+        "--cache-dir",
+        shader_dir.to_str().unwrap(),
+        "--asset-cache-dir",
+        asset_dir.to_str().unwrap(),
+    ]);
+    let c = d.client();
+    let mut assets: HashMap<u64, Vec<u8>> = HashMap::new();
+    for i in 0..20u64 {
+        let k = 2 * i + 1;
+        let b = make_blob(k, 1, 4 * KB);
+        assert!(put(&c, k, &b).unwrap());
+        assets.insert(k, b);
+    }
+    assert!(put(&c, 0, &make_blob(0, 1, 100)).unwrap());
+    let ballast = fill(fs.path(), 0);
+    expect_no_space(
+        put(&c, 2, &make_blob(2, 1, 16 * KB)),
+        "packed put on a full disk",
+    );
+    assert_eq!(get(&c, 2).unwrap(), None, "a failed put leaves nothing");
+    assert_eq!(
+        check(&c, &assets),
+        assets.len(),
+        "earlier packed blobs served"
+    );
+    c.ping().unwrap();
+    drop(c);
+    std::fs::remove_file(&ballast).unwrap();
+    d.restart();
+    let c = d.client();
+    assert_eq!(check(&c, &assets), assets.len(), "and after a restart");
+    assert_eq!(get(&c, 2).unwrap(), None);
+    assert_eq!(
+        corrupt_dropped(&c),
+        0,
+        "nothing corrupt after the failed append"
+    );
+    let b = make_blob(2, 2, 16 * KB);
+    assert!(put(&c, 2, &b).expect("put after space was freed"));
+    assert_eq!(get(&c, 2).unwrap().as_deref(), Some(&b[..]));
+}

@@ -13,12 +13,14 @@ use spark_store::format::Record;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 7] = [
     ("frame", checks::check_frames),
     ("payloads", checks::check_payloads),
     ("record", checks::check_records),
     ("blob", checks::check_blob),
     ("index_replay", checks::check_index_replay),
+    ("pack_record", checks::check_pack_records),
+    ("pack_recovery", checks::check_pack_recovery),
 ];
 
 fn regressions_dir() -> PathBuf {
@@ -89,6 +91,18 @@ fn valid_records() -> Vec<u8> {
     out
 }
 
+/// A pack header and two records, for mutation.
+fn valid_pack() -> Vec<u8> {
+    use spark_store::format::pack;
+    let mut out = pack::encode_pack_header(5).to_vec();
+    pack::encode_record(b"\x01shaders/a.spv", b"spir-v bytes", &mut out);
+    pack::encode_record(b"k", &[9u8; 40], &mut out);
+    out
+}
+
+/// A pack_recovery input: two records (one indexed), a mismatching index record, a Del, and a flip.
+const PACK_RECOVERY_SEED: &[u8] = &[0x10, 20, 0x21, 30, 0x02, 0, 0x33, 1, 0x00, 12, 0x15, 3, 0];
+
 fn mutate(mut base: Vec<u8>, flips: &[(usize, u8)], cut: usize) -> Vec<u8> {
     for (at, x) in flips {
         if !base.is_empty() {
@@ -132,6 +146,16 @@ proptest! {
     }
 
     #[test]
+    fn pack_records_random(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        checks::check_pack_records(&data);
+    }
+
+    #[test]
+    fn pack_records_mutated(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3), cut in any::<usize>()) {
+        checks::check_pack_records(&mutate(valid_pack(), &flips, cut));
+    }
+
+    #[test]
     fn blobs_random(data in proptest::collection::vec(any::<u8>(), 0..128), magic in any::<bool>()) {
         let mut d = data;
         if magic && d.len() >= 8 {
@@ -148,6 +172,18 @@ proptest! {
     #[test]
     fn index_replay_random(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         checks::check_index_replay(&data);
+    }
+
+    #[test]
+    fn pack_recovery_random(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        checks::check_pack_recovery(&data);
+    }
+
+    #[test]
+    fn pack_recovery_mutated(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3), extra in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut d = mutate(PACK_RECOVERY_SEED.to_vec(), &flips, 0);
+        d.extend(extra);
+        checks::check_pack_recovery(&d);
     }
 }
 
@@ -180,6 +216,12 @@ fn write_fuzz_seeds() {
     file.extend_from_slice(&h.digest128().to_le_bytes());
     write("blob", "valid-blob", &file);
     // index_replay input: magic, then Put (key 0, id 3, 20 bytes, valid checksum, file kept), Del, Put.
+    write("pack_record", "header-two-records", &valid_pack());
+    write(
+        "pack_recovery",
+        "put-put-mismatch-del-flip",
+        PACK_RECOVERY_SEED,
+    );
     write(
         "index_replay",
         "put-del-put",

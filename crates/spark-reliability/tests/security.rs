@@ -248,10 +248,11 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// Blob files, fan-out directories and index logs replaced by symlinks (a file per blob: packs off).
 #[test]
 fn planted_symlinks_are_never_followed() {
     const N: u64 = 24;
-    let mut d = Daemon::start(&[]);
+    let mut d = Daemon::start(&["--pack-max-kb", "0"]);
     let c = d.client();
     let blobs: Vec<Vec<u8>> = (0..N).map(|k| make_blob(k, 1, 500 + k as usize)).collect();
     for (k, b) in blobs.iter().enumerate() {
@@ -354,6 +355,74 @@ fn planted_symlinks_are_never_followed() {
     assert!(
         changed.is_empty(),
         "files outside the cache were changed through planted symlinks: {changed:?}"
+    );
+    for p in &planted {
+        let m = std::fs::symlink_metadata(p);
+        assert!(
+            m.as_ref().map_or(true, |m| !m.file_type().is_symlink()),
+            "{} is still a symlink",
+            p.display()
+        );
+    }
+}
+
+/// Pack files replaced by symlinks to evil twins outside the cache (same records, other bodies, valid
+/// checksums): never read or written through, removed at start; their entries are misses.
+#[test]
+fn planted_pack_symlinks_are_never_followed() {
+    use spark_store::format::pack;
+    const N: u64 = 24;
+    let mut d = Daemon::start(&[]);
+    let c = d.client();
+    let blobs: Vec<Vec<u8>> = (0..N).map(|k| make_blob(k, 1, 500 + k as usize)).collect();
+    for (k, b) in blobs.iter().enumerate() {
+        assert!(put(&c, k as u64, b).unwrap());
+    }
+    drop(c);
+    d.stop();
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let packs: Vec<PathBuf> = files_below(&d.cache_root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    assert!(!packs.is_empty(), "small blobs went to packs");
+    let mut planted = Vec::new();
+    for (i, p) in packs.iter().enumerate() {
+        let f = std::fs::read(p).unwrap();
+        let mut evil = f[..pack::PACK_HEADER_LEN].to_vec();
+        for (_, r) in pack::scan_records(&f, pack::PACK_HEADER_LEN).0 {
+            pack::encode_record(r.key, &vec![b'!'; r.body.len()], &mut evil);
+        }
+        let twin = outside.join(format!("twin-{i}.pack"));
+        std::fs::write(&twin, evil).unwrap();
+        std::fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink(&twin, p).unwrap();
+        planted.push(p.clone());
+    }
+    let before = snapshot(&outside);
+    d.restart();
+    let c = d.client();
+    for (k, want) in blobs.iter().enumerate() {
+        match get(&c, k as u64) {
+            Ok(Some(b)) => assert!(b == want[..], "key {k}: served bytes from outside"),
+            Ok(None) => {}
+            Err(Error::Daemon(e)) if e.kind() == ErrorCode::Corrupt => {}
+            Err(e) => panic!("key {k}: {e}"),
+        }
+    }
+    for k in 100..140u64 {
+        assert!(put(&c, k, &make_blob(k, 1, 700)).unwrap());
+        assert_eq!(
+            get(&c, k).unwrap().as_deref(),
+            Some(&make_blob(k, 1, 700)[..])
+        );
+    }
+    drop(c);
+    d.stop();
+    assert!(
+        before == snapshot(&outside),
+        "files outside the cache changed"
     );
     for p in &planted {
         let m = std::fs::symlink_metadata(p);

@@ -164,7 +164,40 @@ impl Index {
                     s.remove(key.as_slice());
                 }
             }
-            Record::Reserve { .. } => {}
+            Record::PutPack {
+                key,
+                pack,
+                offset,
+                body_len,
+                checksum,
+            } => {
+                // Pack ids are blob ids: a pack's records are about as recent as its creation.
+                let loc = Location::Pack { pack, offset };
+                let e = Entry::new(body_len, Some(loc), checksum, pack, None);
+                self.write(&key).insert(key.into_boxed_slice(), e);
+            }
+            Record::DelPack {
+                key, pack, offset, ..
+            } => {
+                let mut s = self.write(&key);
+                let gone = Some(Location::Pack { pack, offset });
+                if s.get(key.as_slice()).is_some_and(|e| e.loc == gone) {
+                    s.remove(key.as_slice());
+                }
+            }
+            Record::Reserve { .. } | Record::PackEnd { .. } => {}
+        }
+    }
+
+    /// Makes `key` map to `new` if it maps to `old`; returns whether it did.
+    pub fn replace_if(&self, key: &[u8], old: &Arc<Entry>, new: Arc<Entry>) -> bool {
+        let mut shard = self.write(key);
+        match shard.get_mut(key) {
+            Some(cur) if Arc::ptr_eq(cur, old) => {
+                *cur = new;
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The append-only index log: `index.log` = 8-byte magic, then checksummed [`Record`]s.
+//! The append-only index log: `index.log` = 8-byte magic, then checksummed [`Record`]s. A v1 log is
+//! replayed as is; the store rewrites it as v2 before appending to it.
 //!
 //! Replay stops at nothing: a damaged record is skipped by scanning forward to the next record whose length
 //! and checksum hold (a torn tail from a crash is simply cut off). Damage before the tail is reported so the
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::StoreError;
 use crate::backend::Location;
-use crate::format::{INDEX_MAGIC, INDEX_MAGIC_PREFIX, Record};
+use crate::format::{self, INDEX_MAGIC, INDEX_MAGIC_PREFIX, INDEX_MAGIC_V1, Record};
 use crate::platform;
 
 pub(crate) struct IndexLog {
@@ -28,6 +29,8 @@ pub(crate) struct Replay {
     pub damaged_bytes: u64,
     /// Damage followed by valid records (not just a torn tail): entries may be missing from the index.
     pub damaged_mid_log: bool,
+    /// The log is format v1: rewrite it as v2 before appending.
+    pub v1: bool,
 }
 
 /// The record that says `key` now lives at `loc`: the one place a [`Location`] becomes a log record, so a
@@ -40,17 +43,45 @@ pub(crate) fn put_record(key: &[u8], loc: Location, body_len: u64, checksum: u12
             body_len,
             checksum,
         },
+        Location::Pack { pack, offset } => Record::PutPack {
+            key: key.to_vec(),
+            pack,
+            offset,
+            body_len,
+            checksum,
+        },
     }
 }
 
-/// The record that says `key` no longer lives at `loc`.
-pub(crate) fn del_record(key: &[u8], loc: Location) -> Record {
+/// Encoded length of [`put_record`]'s record (the store counts its live log bytes by it).
+pub(crate) fn put_record_len(key_len: usize, loc: Location) -> u64 {
+    match loc {
+        Location::File { .. } => format::put_record_len(key_len),
+        Location::Pack { .. } => format::put_pack_record_len(key_len),
+    }
+}
+
+/// The record that says `key` no longer lives at `loc`, which occupied `stored` bytes.
+pub(crate) fn del_record(key: &[u8], loc: Location, stored: u64) -> Record {
     match loc {
         Location::File { id } => Record::Del {
             key: key.to_vec(),
             file_id: id,
         },
+        Location::Pack { pack, offset } => Record::DelPack {
+            key: key.to_vec(),
+            pack,
+            offset,
+            len: stored as u32,
+        },
     }
+}
+
+/// Whether a record must be on disk before the operation that wrote it is acknowledged, with fsync
+/// durability. A Put of a blob file and a Reserve must; a PutPack need not (its pack record was synced,
+/// and recovery finds records past the log's marks), nor must removals (the store syncs explicit ones).
+fn needs_sync(rec: &Record) -> bool {
+    matches!(rec, Record::Put { .. } | Record::Reserve { .. })
 }
 
 impl IndexLog {
@@ -83,10 +114,17 @@ impl IndexLog {
         ))
     }
 
-    /// Appends one record; with fsync durability, a Put is synced before returning.
+    /// Appends one record; with fsync durability, a Put or Reserve is synced before returning.
     pub fn append(&mut self, rec: &Record) -> Result<(), StoreError> {
+        self.append_many(std::slice::from_ref(rec))
+    }
+
+    /// Appends records in one write (a batch's Puts); with fsync durability, synced if any needs it.
+    pub fn append_many(&mut self, recs: &[Record]) -> Result<(), StoreError> {
         self.buf.clear();
-        rec.encode(&mut self.buf);
+        for rec in recs {
+            rec.encode(&mut self.buf);
+        }
         if let Err(e) = self.file.write_all(&self.buf) {
             // A partial append would be a torn record in the middle of the log: cut it off again.
             let _ = self.file.set_len(self.len);
@@ -94,12 +132,20 @@ impl IndexLog {
             return Err(StoreError::io("append to", &self.path, e));
         }
         self.len += self.buf.len() as u64;
-        if self.fsync && !matches!(rec, Record::Del { .. }) {
-            self.file
-                .sync_data()
-                .map_err(|e| StoreError::io("fsync", &self.path, e))?;
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::with_capacity(256);
+        }
+        if self.fsync && recs.iter().any(needs_sync) {
+            self.sync()?;
         }
         Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io("fsync", &self.path, e))
     }
 
     /// Replaces the log with exactly `records` (atomically: temp file, fsync, rename).
@@ -169,11 +215,16 @@ fn replay_bytes(
     let mut replay = Replay {
         damaged_bytes: 0,
         damaged_mid_log: false,
+        v1: false,
     };
     if data.len() < INDEX_MAGIC.len() {
         // Missing, or cut short while being created: start afresh.
         replay.damaged_bytes = data.len() as u64;
         data.clear();
+    } else if &data[..INDEX_MAGIC.len()] == INDEX_MAGIC_V1 {
+        replay.v1 = true;
+        let good_end = replay_records(data, &mut replay, apply);
+        return Ok((replay, good_end));
     } else if &data[..INDEX_MAGIC.len()] != INDEX_MAGIC {
         if &data[..INDEX_MAGIC_PREFIX.len()] == INDEX_MAGIC_PREFIX {
             return Err(StoreError::NewerFormat {

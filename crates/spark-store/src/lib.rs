@@ -21,34 +21,35 @@
 //!
 //! | module | concern |
 //! | --- | --- |
-//! | `store` | the [`Store`] API and the write path: put, remove, clear, blob ids, compaction |
+//! | `store` | the [`Store`] API and the write path: put, remove, clear, blob ids, index compaction |
+//! | `group` | group commit of small puts (one pack write and one index append per batch), pack compaction |
 //! | `index` | the sharded key → entry map and the entry (size, location, checksum, tick, hot copy) |
 //! | `lru` | both tiers' exact LRU: ticks, victim queues, eviction, promotion into memory |
 //! | `stream` | the cold read path, the verifying [`BlobReader`], the streamed [`PutWriter`] |
 //! | `recovery` | open and replay, recovery before serving, trimming at start, the sweep and adoption |
-//! | [`backend`] | where blob bytes live: the [`backend::BlobBackend`] seam, and files (one per blob) |
+//! | [`backend`] | where blob bytes live: the [`backend::BlobBackend`] seam, files (one per blob), packs |
 //! | `index_log` | the append-only index log: replay, append, atomic rewrite |
-//! | [`format`](mod@format) | the on-disk byte codecs (format v1), pure and fuzzed |
+//! | [`format`](mod@format) | the on-disk byte codecs (format v2: v1's blob files, index records, packs), pure and fuzzed |
 //! | `platform` | every platform-specific file call (`O_NOFOLLOW`, modes, directory fsync) |
 //! | `stats` | [`StoreStats`] |
 //!
 //! # Where blobs live: the backend seam
 //!
 //! The engine (index, LRU, streaming, recovery, the API) never names a file: an index entry holds a
-//! [`backend::Location`] and the [`backend::BlobBackend`] turns it into bytes. The one backend today stores
-//! one file per blob, which is simple and crash-safe by `rename`, but costs an inode, a directory entry and
-//! several syscalls per blob: for caches of many small shaders a pack-file backend (blobs appended to a few
-//! large files) will do better. It plugs in as a new `Location` variant, a log record for it, and one trait
-//! implementation, without touching eviction, streaming or the public API. The trait follows what the
-//! engine needs from storage and nothing more: write (whole or streamed) returning a location and a
-//! checksum, open a verifying reader at a location, remove, and list and verify blobs for recovery.
-//! Decisions stay with the engine (what is indexed, what to evict, what to adopt), so every backend gets
-//! the same LRU, budgets and crash rules.
+//! [`backend::Location`] and the [`backend::BlobBackend`] turns it into bytes. One file per blob is simple
+//! and crash-safe by `rename`, but costs an inode, a directory entry and several syscalls per blob, so the
+//! store's backend (format v2) appends blobs up to `pack_max_blob` to a few large pack files, a batch of
+//! concurrent puts at a time (group commit), and keeps a file per blob for larger ones. The trait follows
+//! what the engine needs from storage and nothing more: write (whole, batched or streamed) returning a
+//! location and a checksum, open a verifying reader at a location, remove, and find blobs for recovery.
+//! Decisions stay with the engine (what is indexed, what to evict, what to adopt), so every kind of
+//! location gets the same LRU, budgets and crash rules.
 //!
 //! The on-disk format is specified in `docs/storage.md`.
 
 pub mod backend;
 pub mod format;
+mod group;
 mod index;
 mod index_log;
 mod lru;
@@ -106,6 +107,11 @@ pub struct StoreConfig {
     /// Largest blob kept in the memory tier when there is a disk tier (bigger ones stream from disk).
     pub max_memory_blob: u64,
     pub durability: Durability,
+    /// Blobs up to this many bytes are appended to pack files in batches (format v2); larger ones get a
+    /// file each. 0 = no packs (every blob a file, as in v1).
+    pub pack_max_blob: u64,
+    /// A pack is sealed (and a new one started) once it holds this many bytes.
+    pub pack_size: u64,
     /// Replaces the key hash (tests force collisions with it). `None` = XXH3-64.
     pub key_hasher: Option<KeyHasher>,
 }
@@ -113,6 +119,9 @@ pub struct StoreConfig {
 impl StoreConfig {
     pub const DEFAULT_MAX_BLOB: u64 = 4 << 30;
     pub const DEFAULT_MAX_MEMORY_BLOB: u64 = 8 << 20;
+    /// Where a blob file's creation stops mattering next to its write (BENCHMARKS.md, "Storage v2").
+    pub const DEFAULT_PACK_MAX_BLOB: u64 = 128 << 10;
+    pub const DEFAULT_PACK_SIZE: u64 = 64 << 20;
 
     /// A memory-only store.
     pub fn memory(name: &str, memory_budget: u64) -> Self {
@@ -124,6 +133,8 @@ impl StoreConfig {
             max_blob: Self::DEFAULT_MAX_BLOB,
             max_memory_blob: Self::DEFAULT_MAX_MEMORY_BLOB,
             durability: Durability::Fast,
+            pack_max_blob: Self::DEFAULT_PACK_MAX_BLOB,
+            pack_size: Self::DEFAULT_PACK_SIZE,
             key_hasher: None,
         }
     }

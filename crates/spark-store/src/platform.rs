@@ -41,6 +41,30 @@ pub(crate) fn sync_dir(dir: &Path) {
     imp::sync_dir(dir)
 }
 
+/// Reads exactly `buf.len()` bytes at `offset` without moving a file position (`pread`), so many threads
+/// read one pack file at once.
+pub(crate) fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    imp::read_exact_at(f, buf, offset)
+}
+
+/// Writes all of `buf` at `offset` (`pwrite`).
+pub(crate) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    imp::write_all_at(f, buf, offset)
+}
+
+/// Frees the disk blocks wholly inside `[offset, offset + len)` of `f` without changing its length or any
+/// other byte's offset (reads of the range return zeros). Best effort: a no-op where the platform or
+/// filesystem cannot (the bytes then stay until their pack is compacted).
+pub(crate) fn punch_hole(f: &File, offset: u64, len: u64) {
+    // Whole 4 KiB blocks only: a partial block would only be zeroed, not freed.
+    const BLOCK: u64 = 4096;
+    let start = offset.div_ceil(BLOCK) * BLOCK;
+    let end = (offset + len) / BLOCK * BLOCK;
+    if end > start {
+        imp::punch_hole(f, start, end - start);
+    }
+}
+
 /// Whether an I/O error means the disk (or the user's quota) is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
     imp::is_no_space(e)
@@ -77,6 +101,28 @@ mod unix {
             let _ = d.sync_all();
         }
     }
+
+    pub(super) fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+    }
+
+    pub(super) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn punch_hole(f: &File, offset: u64, len: u64) {
+        use rustix::fs::FallocateFlags;
+        let _ = rustix::fs::fallocate(
+            f,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        );
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn punch_hole(_f: &File, _offset: u64, _len: u64) {}
 
     pub(super) fn is_no_space(e: &io::Error) -> bool {
         matches!(
@@ -151,6 +197,43 @@ mod windows {
             let _ = d.sync_all();
         }
     }
+
+    /// `seek_read` moves the handle's position, which no caller relies on (packs are only read at offsets).
+    pub(super) fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match f.seek_read(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !buf.is_empty() {
+            match f.seek_write(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// No-op: NTFS can free a range only of a file marked sparse, which needs the Windows API; the dead
+    /// bytes stay until their pack is compacted.
+    pub(super) fn punch_hole(_f: &File, _offset: u64, _len: u64) {}
 
     pub(super) fn is_no_space(e: &io::Error) -> bool {
         matches!(

@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::backend::files::FileBackend;
-use crate::backend::{Found, Location};
-use crate::format::{self, Record};
+use crate::backend::packs::PackBackend;
+use crate::backend::{Found, Location, Recovered};
+use crate::format::Record;
+use crate::format::pack::record_len;
 use crate::index::Index;
-use crate::index_log::IndexLog;
+use crate::index_log::{self, IndexLog};
 use crate::stats::Counters;
-use crate::store::{BlobIds, Disk, Inner, OpenReport, Store, SweepReport, Writer};
+use crate::store::{BlobIds, Disk, Inner, NewEntry, OpenReport, Store, SweepReport, Writer};
 use crate::{Durability, StoreConfig, StoreError};
 
 /// What opening the disk tier produced.
@@ -24,6 +25,18 @@ struct OpenedDisk {
     log: IndexLog,
     /// Entries may be missing from the index: recover them from the blobs before serving.
     damaged_mid_log: bool,
+    /// The log is format v1: rewrite it as v2 before serving.
+    v1: bool,
+    /// What replay learnt about packs, for their recovery.
+    packs: PackReplay,
+}
+
+/// Per pack, the end of what the log accounts for (recovery looks for records past it), and the records
+/// the log says were removed.
+#[derive(Default, Clone)]
+struct PackReplay {
+    marks: HashMap<u64, u32>,
+    removed: HashSet<Location>,
 }
 
 /// Orphans found by a sweep: the newest verified blob per unindexed key, and the rest (to remove).
@@ -45,7 +58,17 @@ impl Store {
             Some(dir) => Some(open_disk(dir, &cfg, &index, &mut report)?),
         };
         let damaged_mid_log = opened.as_ref().is_some_and(|o| o.damaged_mid_log);
+        let v1 = opened.as_ref().is_some_and(|o| o.v1);
+        let packs = opened.as_ref().map(|o| o.packs.clone());
         let store = Store::assemble(cfg, index, opened);
+        if v1 {
+            // Migration of a v1 directory: its blob files are read as they are; only the log is rewritten
+            // (as v2) before anything is appended to it.
+            store.compact()?;
+        }
+        if let Some(packs) = packs {
+            store.recover_packs(&packs, damaged_mid_log, &mut report)?;
+        }
         report.entries = store.inner.entries.load(Ordering::Relaxed);
         report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
         report.index_load_time = t0.elapsed();
@@ -58,7 +81,79 @@ impl Store {
             report.bytes_on_disk = store.inner.disk_used.load(Ordering::Relaxed);
         }
         report.trimmed_at_start = store.trim_at_start();
+        store.maybe_compact_packs();
         Ok((store, report))
+    }
+
+    /// Finds pack records the log does not account for (written, then the log lost them or never got
+    /// them), adopting them before serving: a record past the log's marks was written after everything
+    /// the log holds, so it wins over an indexed value of its key. With a damaged log (`damaged`), the
+    /// marks may be too low or lost, so every record is looked at: one before its pack's mark is adopted
+    /// only for a key the index lost, newest per key, and never when the log says it was removed.
+    fn recover_packs(
+        &self,
+        replay: &PackReplay,
+        damaged: bool,
+        report: &mut OpenReport,
+    ) -> Result<(), StoreError> {
+        let Some(disk) = &self.inner.disk else {
+            return Ok(());
+        };
+        // Per pack, not per entry: a million entries would otherwise mean a million-element list here.
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        for s in self.inner.index.each_shard() {
+            for (k, e) in s.iter() {
+                if let Some(Location::Pack { pack, .. }) = e.loc {
+                    *live.entry(pack).or_default() += self.stored_len(k.len(), e);
+                }
+            }
+        }
+        let rec = disk.backend.recover_packs(&replay.marks, &live, damaged)?;
+        report.pack_bytes_truncated = rec.truncated_bytes;
+        let past_mark = |loc: &Location| match loc {
+            Location::Pack { pack, offset } => replay.marks.get(pack).is_none_or(|m| offset >= m),
+            Location::File { .. } => false,
+        };
+        // Before-mark candidates (damaged log only): the newest per key, later ones replacing earlier.
+        let mut lost: HashMap<Vec<u8>, Recovered> = HashMap::new();
+        let mut adopt = Vec::new();
+        for r in rec.found {
+            if past_mark(&r.loc) {
+                // Newer than everything the log holds, unless it is a compaction copy (its original is
+                // indexed, or was removed), or the log was damaged and its key is indexed at a later place.
+                let newer_indexed = self
+                    .find(&r.key)
+                    .is_some_and(|e| matches!(e.loc, Some(l @ Location::Pack { .. }) if l > r.loc));
+                if !r.copy && !newer_indexed {
+                    adopt.push(r);
+                }
+            } else if !replay.removed.contains(&r.loc) && self.find(&r.key).is_none() {
+                lost.insert(r.key.clone(), r);
+            }
+        }
+        adopt.extend(lost.into_values());
+        adopt.sort_unstable_by_key(|r| r.loc);
+        // What is not adopted stays dead (compaction reclaims it); records the index names are untouched.
+        let mut news = Vec::new();
+        for r in adopt.into_iter().filter(|r| self.fits(&r.key, r.body_len)) {
+            disk.backend
+                .revive(r.loc, record_len(r.key.len(), r.body_len));
+            news.push(NewEntry {
+                key: r.key.into_boxed_slice(),
+                size: r.body_len,
+                loc: Some(r.loc),
+                checksum: r.checksum,
+                hot: None,
+            });
+        }
+        report.pack_records_recovered = news.len() as u64;
+        if !news.is_empty() {
+            info!(store = %self.inner.cfg.name, records = news.len(), "adopted pack records the index did not name");
+            self.commit_many(news)?;
+            report.entries = self.inner.entries.load(Ordering::Relaxed);
+            report.bytes_on_disk = self.inner.disk_used.load(Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The store around a replayed index, with totals of what replay left. Recency is the blob-id order
@@ -75,7 +170,9 @@ impl Store {
                 if let Some(d) = &disk {
                     disk_used = disk_used.saturating_add(d.backend.stored_len(k.len(), e.size));
                 }
-                live_log_bytes += format::put_record_len(k.len());
+                if let Some(l) = e.loc {
+                    live_log_bytes += index_log::put_record_len(k.len(), l);
+                }
             }
         }
         let first = disk.as_ref().map_or(1, |d| d.ids.first_session);
@@ -95,6 +192,7 @@ impl Store {
                     disk_victims: VecDeque::new(),
                 }),
                 mem_victims: Mutex::new(VecDeque::new()),
+                group: Default::default(),
                 cfg,
             }),
         }
@@ -137,7 +235,7 @@ impl Store {
             disk.ids.ensure_above(scan.max_id);
         }
         for loc in orphans.losers {
-            disk.backend.remove(loc);
+            disk.backend.remove(loc, 0);
             rep.orphans_removed += 1;
         }
         self.adopt_orphans(disk, orphans.newest, &mut rep);
@@ -195,7 +293,7 @@ impl Store {
             if fits && self.adopt(&key, loc, &found) {
                 rep.orphans_adopted += 1;
             } else {
-                disk.backend.remove(loc);
+                disk.backend.remove(loc, 0);
                 rep.orphans_removed += 1;
             }
         }
@@ -220,17 +318,59 @@ fn open_disk(
     report: &mut OpenReport,
 ) -> Result<OpenedDisk, StoreError> {
     let fsync = cfg.durability == Durability::Fsync;
-    let backend = FileBackend::open(dir, fsync)?;
-    // Ids of earlier runs are all below every Put and Reserve they recorded.
+    let backend = PackBackend::open(dir, fsync, cfg.pack_max_blob, cfg.pack_size)?;
+    // Ids of earlier runs are all below every Put and Reserve they recorded (pack ids are blob ids).
     let mut first = 1u64;
+    let mut packs = PackReplay::default();
+    // Records come in runs of one pack: the last pack's mark is kept aside, so most records cost a compare
+    // rather than a hash-map update.
+    let mut last: Option<(u64, u32)> = None;
+    let mut mark = |pack: u64, end: u64| {
+        let end = end.min(u64::from(u32::MAX)) as u32;
+        match &mut last {
+            Some((p, m)) if *p == pack => *m = (*m).max(end),
+            _ => {
+                if let Some((p, m)) = last.replace((pack, end)) {
+                    let e = packs.marks.entry(p).or_default();
+                    *e = (*e).max(m);
+                }
+            }
+        }
+    };
+    let mut removed = HashSet::new();
     let (log, replay) = IndexLog::open(dir, fsync, |rec| {
         first = first.max(match &rec {
             Record::Put { file_id, .. } => file_id.saturating_add(1),
             Record::Reserve { up_to } => *up_to,
-            Record::Del { .. } => 0,
+            Record::PutPack { pack, .. } | Record::PackEnd { pack, .. } => pack.saturating_add(1),
+            Record::Del { .. } | Record::DelPack { .. } => 0,
         });
+        match &rec {
+            Record::PutPack {
+                key,
+                pack,
+                offset,
+                body_len,
+                ..
+            } => mark(*pack, u64::from(*offset) + record_len(key.len(), *body_len)),
+            Record::DelPack {
+                pack, offset, len, ..
+            } => {
+                mark(*pack, u64::from(*offset) + u64::from(*len));
+                removed.insert(Location::Pack {
+                    pack: *pack,
+                    offset: *offset,
+                });
+            }
+            Record::PackEnd { pack, end } => mark(*pack, u64::from(*end)),
+            _ => {}
+        }
         index.apply(rec);
     })?;
+    if let Some((p, m)) = last {
+        let e = packs.marks.entry(p).or_default();
+        *e = (*e).max(m);
+    }
     report.damaged_index_bytes = replay.damaged_bytes;
     if replay.damaged_bytes > 0 {
         warn!(
@@ -247,5 +387,7 @@ fn open_disk(
         },
         log,
         damaged_mid_log: replay.damaged_mid_log,
+        v1: replay.v1,
+        packs: PackReplay { removed, ..packs },
     })
 }

@@ -54,6 +54,8 @@ pub(crate) struct Counters {
     pub puts: AtomicU64,
     pub evictions: AtomicU64,
     pub corrupt_dropped: AtomicU64,
+    /// Group-commit batches written (each one pack write and one index append).
+    pub batches: AtomicU64,
 }
 
 impl Store {

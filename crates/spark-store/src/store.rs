@@ -11,7 +11,8 @@ use tracing::warn;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::backend::{BlobBackend, Location};
-use crate::format::{self, Record};
+use crate::format::Record;
+use crate::group::GroupCommit;
 use crate::index::{Entry, Index};
 use crate::index_log::{self, IndexLog};
 use crate::lru::VictimQueue;
@@ -92,6 +93,17 @@ pub(crate) struct Inner {
     pub writer: Mutex<Writer>,
     /// Victim queue of the memory tier (demotion needs no index change, so it has its own lock).
     pub mem_victims: Mutex<VictimQueue>,
+    /// Batches of small puts, and pack compaction.
+    pub group: GroupCommit,
+}
+
+/// A new index entry, as [`Store::commit_many`] takes it.
+pub(crate) struct NewEntry {
+    pub key: Box<[u8]>,
+    pub size: u64,
+    pub loc: Option<Location>,
+    pub checksum: u128,
+    pub hot: Option<Bytes>,
 }
 
 /// A blob store. Cheap to clone; all clones share one store.
@@ -132,6 +144,10 @@ pub struct OpenReport {
     pub trimmed_at_start: u64,
     /// Set when damage was found and recovery ran before serving.
     pub recovered: Option<SweepReport>,
+    /// Whole pack records found past what the index accounted for, and adopted.
+    pub pack_records_recovered: u64,
+    /// Bytes of torn or damaged records cut off pack tails.
+    pub pack_bytes_truncated: u64,
 }
 
 /// What [`Store::sweep`] did.
@@ -202,11 +218,16 @@ impl Store {
             return Ok(true);
         };
         let id = self.alloc_id(disk)?;
+        let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
+        if disk.backend.batches(size) {
+            self.put_grouped(id, key, data, hot)?;
+            return Ok(true);
+        }
         let written = self.retry_on_full(disk.backend.stored_len(key.len(), size), || {
             disk.backend.write(id, key, &data)
         })?;
-        let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
         self.commit(key, size, Some(written.loc), written.checksum, hot)?;
+        self.maybe_compact_packs();
         Ok(true)
     }
 
@@ -235,7 +256,7 @@ impl Store {
     }
 
     /// Issues a blob id, recording a new reserved block in the index first when needed.
-    fn alloc_id(&self, disk: &Disk) -> Result<u64, StoreError> {
+    pub(crate) fn alloc_id(&self, disk: &Disk) -> Result<u64, StoreError> {
         let ids = &disk.ids;
         // Saturating: only a crafted index gets ids near the top, and wrapping to 0 ("no file") would be worse.
         let id = ids
@@ -278,14 +299,14 @@ impl Store {
     /// Disk bytes an entry accounts for.
     pub(crate) fn stored_len(&self, key_len: usize, e: &Entry) -> u64 {
         match (&self.inner.disk, e.loc) {
-            (Some(d), Some(_)) => d.backend.stored_len(key_len, e.size),
+            (Some(d), Some(loc)) => d.backend.stored_len_at(loc, key_len, e.size),
             _ => 0,
         }
     }
 
     /// Runs a disk write; on "disk full", evicts about `need` bytes of the coldest entries and tries once
     /// more, so a full disk degrades into a smaller cache rather than failed puts.
-    fn retry_on_full<T>(
+    pub(crate) fn retry_on_full<T>(
         &self,
         need: u64,
         mut f: impl FnMut() -> Result<T, StoreError>,
@@ -312,34 +333,50 @@ impl Store {
         checksum: u128,
         hot: Option<Bytes>,
     ) -> Result<(), StoreError> {
-        let hot_len = hot.as_ref().map(|b| b.len() as u64);
-        let entry = Entry::new(size, loc, checksum, self.tick(), hot);
-        let stored = self.stored_len(key.len(), &entry);
+        self.commit_many(vec![NewEntry {
+            key: key.into(),
+            size,
+            loc,
+            checksum,
+            hot,
+        }])
+    }
+
+    /// Makes each key map to its new entry: one index append for all of them, then the map, accounting
+    /// and eviction. On an error nothing is committed and the new blobs are removed.
+    pub(crate) fn commit_many(&self, items: Vec<NewEntry>) -> Result<(), StoreError> {
         let mut unlink = Vec::new();
         {
             let mut w = self.writer();
-            if let (Some(log), Some(loc)) = (w.log.as_mut(), loc) {
-                if let Err(e) = log.append(&index_log::put_record(key, loc, size, checksum)) {
+            if let Some(log) = w.log.as_mut() {
+                let recs: Vec<Record> = items
+                    .iter()
+                    .filter_map(|n| {
+                        n.loc
+                            .map(|l| index_log::put_record(&n.key, l, n.size, n.checksum))
+                    })
+                    .collect();
+                if !recs.is_empty()
+                    && let Err(e) = log.append_many(&recs)
+                {
                     drop(w);
                     if let Some(d) = &self.inner.disk {
-                        d.backend.remove(loc);
+                        for n in &items {
+                            if let Some(l) = n.loc {
+                                d.backend
+                                    .remove(l, d.backend.stored_len_at(l, n.key.len(), n.size));
+                            }
+                        }
                     }
                     return Err(e);
                 }
-                w.live_log_bytes += format::put_record_len(key.len());
+                w.live_log_bytes += items
+                    .iter()
+                    .filter_map(|n| n.loc.map(|l| index_log::put_record_len(n.key.len(), l)))
+                    .sum::<u64>();
             }
-            let old = self.inner.index.insert(key, entry);
-            self.inner.disk_used.fetch_add(stored, Ordering::Relaxed);
-            if let Some(n) = hot_len {
-                self.inner.mem_used.fetch_add(n, Ordering::Relaxed);
-                self.inner.entries_mem.fetch_add(1, Ordering::Relaxed);
-            }
-            self.inner.entries.fetch_add(1, Ordering::Relaxed);
-            if let Some(old) = old {
-                w.live_log_bytes = w
-                    .live_log_bytes
-                    .saturating_sub(format::put_record_len(key.len()));
-                unlink.extend(self.forget(key.len(), &old));
+            for n in items {
+                self.insert_locked(&mut w, n, &mut unlink);
             }
             self.evict_disk_locked(&mut w);
             if self.inner.disk.is_none() {
@@ -349,16 +386,40 @@ impl Store {
         }
         // An overwritten blob needs no record: the new Put supersedes it.
         if let Some(d) = &self.inner.disk {
-            for loc in unlink {
-                d.backend.remove(loc);
+            for (loc, stored) in unlink {
+                d.backend.remove(loc, stored);
             }
             self.trim_memory();
         }
         Ok(())
     }
 
-    /// Accounting for an entry that left the index. Returns its location, if it has a blob to delete.
-    pub(crate) fn forget(&self, key_len: usize, e: &Arc<Entry>) -> Option<Location> {
+    /// One entry of [`Store::commit_many`] into the map, with its accounting; an entry it replaces goes to
+    /// `unlink`.
+    fn insert_locked(&self, w: &mut Writer, n: NewEntry, unlink: &mut Vec<(Location, u64)>) {
+        let hot_len = n.hot.as_ref().map(|b| b.len() as u64);
+        let entry = Entry::new(n.size, n.loc, n.checksum, self.tick(), n.hot);
+        let stored = self.stored_len(n.key.len(), &entry);
+        let old = self.inner.index.insert(&n.key, entry);
+        self.inner.disk_used.fetch_add(stored, Ordering::Relaxed);
+        if let Some(len) = hot_len {
+            self.inner.mem_used.fetch_add(len, Ordering::Relaxed);
+            self.inner.entries_mem.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.entries.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = old {
+            if let Some(l) = old.loc {
+                w.live_log_bytes = w
+                    .live_log_bytes
+                    .saturating_sub(index_log::put_record_len(n.key.len(), l));
+            }
+            unlink.extend(self.forget(n.key.len(), &old));
+        }
+    }
+
+    /// Accounting for an entry that left the index. Returns its location and stored length, if it has a
+    /// blob to delete.
+    pub(crate) fn forget(&self, key_len: usize, e: &Arc<Entry>) -> Option<(Location, u64)> {
         let had = {
             let mut m = e.mem();
             m.removed = true;
@@ -371,10 +432,9 @@ impl Store {
             self.inner.entries_mem.fetch_sub(1, Ordering::Relaxed);
         }
         self.inner.entries.fetch_sub(1, Ordering::Relaxed);
-        self.inner
-            .disk_used
-            .fetch_sub(self.stored_len(key_len, e), Ordering::Relaxed);
-        e.loc
+        let stored = self.stored_len(key_len, e);
+        self.inner.disk_used.fetch_sub(stored, Ordering::Relaxed);
+        e.loc.map(|l| (l, stored))
     }
 
     /// Removes `key` if it still maps to `entry`: blob first, then the Del record, so a crash in between
@@ -388,17 +448,24 @@ impl Store {
         let Some(old) = self.inner.index.remove_if(key, entry) else {
             return false;
         };
-        w.live_log_bytes = w
-            .live_log_bytes
-            .saturating_sub(format::put_record_len(key.len()));
-        if let Some(loc) = self.forget(key.len(), &old) {
-            if let Some(d) = &self.inner.disk {
-                d.backend.remove(loc);
+        if let Some((loc, stored)) = self.forget(key.len(), &old) {
+            w.live_log_bytes = w
+                .live_log_bytes
+                .saturating_sub(index_log::put_record_len(key.len(), loc));
+            // A blob file goes first (an unindexed file would be adopted again by the sweep); a packed
+            // record's Del goes first (its bytes stay, and the Del's mark keeps recovery from adopting
+            // them; removing first would leave a zeroed record the index still names).
+            let packed = matches!(loc, Location::Pack { .. });
+            if let (Some(d), false) = (&self.inner.disk, packed) {
+                d.backend.remove(loc, stored);
             }
             if let Some(log) = w.log.as_mut()
-                && let Err(e) = log.append(&index_log::del_record(key, loc))
+                && let Err(e) = log.append(&index_log::del_record(key, loc, stored))
             {
                 warn!(store = %self.inner.cfg.name, "cannot record a removal: {e}");
+            }
+            if let (Some(d), true) = (&self.inner.disk, packed) {
+                d.backend.remove(loc, stored);
             }
         }
         true
@@ -422,20 +489,32 @@ impl Store {
 
     /// Removes one key (blocking). Returns whether it was present.
     pub fn remove(&self, key: &[u8]) -> Result<bool, StoreError> {
-        let mut w = self.writer();
-        Ok(self.remove_locked(&mut w, key, None))
+        Ok(self.remove_many([key])? == 1)
     }
 
-    /// Removes several keys under one lock; returns how many were present.
+    /// Removes several keys under one lock; returns how many were present. With fsync durability the
+    /// removal is durable when this returns: a packed blob's bytes stay in its pack until compaction, so
+    /// only the log's Del record keeps it from coming back after a power loss.
     pub fn remove_many<K: AsRef<[u8]>>(
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Result<u64, StoreError> {
-        let mut w = self.writer();
-        Ok(keys
-            .into_iter()
-            .filter(|k| self.remove_locked(&mut w, k.as_ref(), None))
-            .count() as u64)
+        let n = {
+            let mut w = self.writer();
+            let n = keys
+                .into_iter()
+                .filter(|k| self.remove_locked(&mut w, k.as_ref(), None))
+                .count() as u64;
+            if n > 0
+                && self.inner.cfg.durability == crate::Durability::Fsync
+                && let Some(log) = w.log.as_mut()
+            {
+                log.sync()?;
+            }
+            n
+        };
+        self.maybe_compact_packs();
+        Ok(n)
     }
 
     /// Removes everything, in memory and on disk (blocking). Returns how many entries there were.
@@ -444,9 +523,13 @@ impl Store {
         let drained = self.inner.index.drain();
         let n = drained.len() as u64;
         for (k, e) in &drained {
-            if let (Some(loc), Some(d)) = (self.forget(k.len(), e), &self.inner.disk) {
-                d.backend.remove(loc);
+            if let (Some((loc, stored)), Some(d)) = (self.forget(k.len(), e), &self.inner.disk) {
+                d.backend.remove(loc, stored);
             }
+        }
+        // Packs go before the log forgets their records: recovery would find them again otherwise.
+        if let Some(d) = &self.inner.disk {
+            d.backend.clear_packs();
         }
         w.disk_victims.clear();
         self.inner
@@ -482,6 +565,14 @@ impl Store {
         let Some(log) = w.log.as_mut() else {
             return Ok(());
         };
+        // Marks first: the rewritten log no longer holds the Del records that accounted for dead records.
+        let marks = self.inner.disk.as_ref().map_or_else(Vec::new, |d| {
+            d.backend
+                .pack_ends()
+                .into_iter()
+                .map(|(pack, end)| Record::PackEnd { pack, end })
+                .collect()
+        });
         let mut live: Vec<(u64, Record)> = Vec::new();
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
@@ -493,7 +584,14 @@ impl Store {
         }
         live.sort_unstable_by_key(|(t, _)| *t);
         let reserve = self.inner.disk.as_ref().map(|d| d.ids.reserve_record());
-        log.rewrite(reserve.into_iter().chain(live.into_iter().map(|(_, r)| r)))?;
+        let live_bytes = live.iter().map(|(_, r)| r.encoded_len() as u64).sum();
+        log.rewrite(
+            reserve
+                .into_iter()
+                .chain(marks)
+                .chain(live.into_iter().map(|(_, r)| r)),
+        )?;
+        w.live_log_bytes = live_bytes;
         Ok(())
     }
 

@@ -37,6 +37,13 @@ impl Store {
         let reader = match disk.backend.open(loc, &key, entry.size)? {
             Opened::Ready(r) => r,
             Opened::Missing => {
+                // Moved by pack compaction meanwhile: read it where it is now.
+                if let Some(cur) = self.find(&key)
+                    && !Arc::ptr_eq(&cur, &entry)
+                    && cur.loc.is_some()
+                {
+                    return self.read_cold(ColdEntry { key, entry: cur });
+                }
                 // Replaced or evicted meanwhile, or lost: a miss, and forget it if it is still indexed.
                 self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 self.remove_if_same(&key, &entry);

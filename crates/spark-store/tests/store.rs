@@ -1,4 +1,6 @@
-//! The store's behaviour, tier by tier: everything the original tested, plus integrity and recovery.
+//! The store's behaviour, tier by tier: everything the original tested, plus integrity and recovery. These
+//! run with packs off (one file per blob, as in format v1), which is what their file-level checks look at;
+//! `tests/packs.rs` covers packed blobs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +11,10 @@ use spark_store::{ColdRead, Durability, Lookup, Store, StoreConfig, StoreError};
 const MB: u64 = 1 << 20;
 
 fn disk_cfg(dir: &Path) -> StoreConfig {
-    StoreConfig::on_disk("test", dir, 64 * MB)
+    StoreConfig {
+        pack_max_blob: 0,
+        ..StoreConfig::on_disk("test", dir, 64 * MB)
+    }
 }
 
 fn open(cfg: StoreConfig) -> Store {

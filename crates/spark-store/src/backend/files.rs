@@ -43,9 +43,11 @@ impl FileBackend {
         })
     }
 
-    fn id(loc: Location) -> u64 {
+    /// The blob id of a file location; `None` for a location of another backend.
+    fn id(loc: Location) -> Option<u64> {
         match loc {
-            Location::File { id } => id,
+            Location::File { id } => Some(id),
+            Location::Pack { .. } => None,
         }
     }
 
@@ -192,7 +194,10 @@ impl BlobBackend for FileBackend {
     }
 
     fn open(&self, loc: Location, key: &[u8], body_len: u64) -> Result<Opened, StoreError> {
-        let path = self.dirs.blob_path(Self::id(loc));
+        let Some(id) = Self::id(loc) else {
+            return Ok(Opened::Missing);
+        };
+        let path = self.dirs.blob_path(id);
         let mut file = match platform::open_no_follow(OpenOptions::new().read(true), &path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
@@ -220,8 +225,9 @@ impl BlobBackend for FileBackend {
         Ok(Opened::Ready(Box::new(FileReader { file, path, hasher })))
     }
 
-    fn remove(&self, loc: Location) {
-        let p = self.dirs.blob_path(Self::id(loc));
+    fn remove(&self, loc: Location, _stored: u64) {
+        let Some(id) = Self::id(loc) else { return };
+        let p = self.dirs.blob_path(id);
         if let Err(e) = std::fs::remove_file(&p)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -254,11 +260,11 @@ impl BlobBackend for FileBackend {
     }
 
     fn inspect(&self, loc: Location) -> Option<Found> {
-        read_verified(&self.dirs.blob_path(Self::id(loc)))
+        read_verified(&self.dirs.blob_path(Self::id(loc)?))
     }
 
     fn path(&self, loc: Location) -> Option<PathBuf> {
-        Some(self.dirs.blob_path(Self::id(loc)))
+        Some(self.dirs.blob_path(Self::id(loc)?))
     }
 }
 
@@ -314,7 +320,7 @@ fn remove_symlinks_in(blobs: &Path) {
 }
 
 /// Creates a directory if missing and refuses to go through a symlink.
-fn ensure_real_dir(d: &Path) -> Result<(), StoreError> {
+pub(crate) fn ensure_real_dir(d: &Path) -> Result<(), StoreError> {
     match std::fs::symlink_metadata(d) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(StoreError::io(

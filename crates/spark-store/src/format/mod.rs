@@ -1,5 +1,8 @@
-//! On-disk formats, version 1: blob files and index-log records. Pure byte codecs (fuzzed directly); the
-//! layout is specified in `docs/storage.md`.
+//! On-disk formats: blob files (v1, unchanged in v2), index-log records (v2: v1's kinds plus the pack kinds)
+//! and pack files ([`pack`], v2). Pure byte codecs (fuzzed directly); the layout is specified in
+//! `docs/storage.md`.
+
+pub mod pack;
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
@@ -10,8 +13,12 @@ pub const BLOB_HEADER_LEN: usize = 8 + 4 + 8;
 /// Blob trailer: XXH3-128 over header, key and body.
 pub const BLOB_TRAILER_LEN: usize = 16;
 
-/// First 8 bytes of the index log; the trailing `1` is the format version.
-pub const INDEX_MAGIC: &[u8; 8] = b"SPKIDX01";
+/// First 8 bytes of the index log; the trailing `2` is the format version. A v2 log may hold every record
+/// kind; a v1 log (magic [`INDEX_MAGIC_V1`]) is read as is and rewritten as v2 before anything is appended,
+/// so a v1 sparkd refuses a v2 log ("written by a newer sparkd") instead of taking pack records for damage.
+pub const INDEX_MAGIC: &[u8; 8] = b"SPKIDX02";
+/// The magic of a v1 index log, which v2 reads.
+pub const INDEX_MAGIC_V1: &[u8; 8] = b"SPKIDX01";
 /// Prefix of index files written by any version, to tell "newer format" from "not an index".
 pub const INDEX_MAGIC_PREFIX: &[u8; 6] = b"SPKIDX";
 
@@ -172,6 +179,27 @@ pub enum Record {
     /// Blob file ids below `up_to` may be in use: a later run starts above it, so it can tell files of
     /// earlier runs (the sweep's business) from its own.
     Reserve { up_to: u64 },
+    /// v2: `key` now lives in the record at `offset` of pack `pack`, `body_len` bytes, with this record
+    /// checksum.
+    PutPack {
+        key: Vec<u8>,
+        pack: u64,
+        offset: u32,
+        body_len: u64,
+        checksum: u128,
+    },
+    /// v2: `key` was removed, if it still maps to the record at `offset` of pack `pack`, which is `len`
+    /// bytes long (so replay knows where the record ends).
+    DelPack {
+        key: Vec<u8>,
+        pack: u64,
+        offset: u32,
+        len: u32,
+    },
+    /// v2: every record of pack `pack` before byte `end` is accounted for by the log (indexed, removed or
+    /// dead); recovery scans a pack for unindexed records only past the highest such end. Written when
+    /// the log is rewritten, which drops the records that used to say so.
+    PackEnd { pack: u64, end: u32 },
 }
 
 const KIND_PUT: u8 = 1;
@@ -181,6 +209,9 @@ const KIND_DEL: u8 = 2;
 /// apply, so a log holding one is not mistaken for damage.
 const KIND_CLEAR: u8 = 3;
 const KIND_RESERVE: u8 = 4;
+const KIND_PUT_PACK: u8 = 5;
+const KIND_DEL_PACK: u8 = 6;
+const KIND_PACK_END: u8 = 7;
 
 /// Record framing: `u32` length of what follows the checksum, `u64` XXH3-64 of it, then the body.
 pub const RECORD_PREFIX: usize = 4 + 8;
@@ -190,10 +221,20 @@ const PUT_FIXED: usize = 1 + 8 + 8 + 16 + 4;
 /// Body of a Del record without its key: kind, file id, key length.
 const DEL_FIXED: usize = 1 + 8 + 4;
 const RESERVE_LEN: usize = 1 + 8;
+/// Body of a PutPack record without its key: kind, pack, offset, body length, checksum, key length.
+const PUT_PACK_FIXED: usize = 1 + 8 + 4 + 8 + 16 + 4;
+/// Body of a DelPack record without its key: kind, pack, offset, record length, key length.
+const DEL_PACK_FIXED: usize = 1 + 8 + 4 + 4 + 4;
+const PACK_END_LEN: usize = 1 + 8 + 4;
 
 /// Encoded size of a Put record for a key of `key_len` bytes (the index counts its live records by it).
 pub fn put_record_len(key_len: usize) -> u64 {
     (RECORD_PREFIX + PUT_FIXED + key_len) as u64
+}
+
+/// Encoded size of a PutPack record for a key of `key_len` bytes.
+pub fn put_pack_record_len(key_len: usize) -> u64 {
+    (RECORD_PREFIX + PUT_PACK_FIXED + key_len) as u64
 }
 
 impl Record {
@@ -204,6 +245,9 @@ impl Record {
                 Record::Put { key, .. } => PUT_FIXED + key.len(),
                 Record::Del { key, .. } => DEL_FIXED + key.len(),
                 Record::Reserve { .. } => RESERVE_LEN,
+                Record::PutPack { key, .. } => PUT_PACK_FIXED + key.len(),
+                Record::DelPack { key, .. } => DEL_PACK_FIXED + key.len(),
+                Record::PackEnd { .. } => PACK_END_LEN,
             }
     }
 
@@ -234,6 +278,39 @@ impl Record {
             Record::Reserve { up_to } => {
                 out.push(KIND_RESERVE);
                 out.extend_from_slice(&up_to.to_le_bytes());
+            }
+            Record::PutPack {
+                key,
+                pack,
+                offset,
+                body_len,
+                checksum,
+            } => {
+                out.push(KIND_PUT_PACK);
+                out.extend_from_slice(&pack.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&body_len.to_le_bytes());
+                out.extend_from_slice(&checksum.to_le_bytes());
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+            Record::DelPack {
+                key,
+                pack,
+                offset,
+                len,
+            } => {
+                out.push(KIND_DEL_PACK);
+                out.extend_from_slice(&pack.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+            Record::PackEnd { pack, end } => {
+                out.push(KIND_PACK_END);
+                out.extend_from_slice(&pack.to_le_bytes());
+                out.extend_from_slice(&end.to_le_bytes());
             }
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
@@ -288,14 +365,49 @@ impl Record {
                 return Ok((None, total));
             }
             KIND_RESERVE => Record::Reserve { up_to: r.u64()? },
+            KIND_PUT_PACK => {
+                let pack = r.u64()?;
+                let offset = r.u32()?;
+                let body_len = r.u64()?;
+                let checksum = r.u128()?;
+                let key = r.key()?;
+                Record::PutPack {
+                    key,
+                    pack,
+                    offset,
+                    body_len,
+                    checksum,
+                }
+            }
+            KIND_DEL_PACK => {
+                let pack = r.u64()?;
+                let offset = r.u32()?;
+                let len = r.u32()?;
+                let key = r.key()?;
+                Record::DelPack {
+                    key,
+                    pack,
+                    offset,
+                    len,
+                }
+            }
+            KIND_PACK_END => Record::PackEnd {
+                pack: r.u64()?,
+                end: r.u32()?,
+            },
             _ => return Err(FormatError::Invalid("record kind")),
         };
         if r.pos != body.len() {
             return Err(FormatError::Invalid("record has trailing bytes"));
         }
-        // A checksum only proves the bytes were written as they are; these values were never written by a
-        // store, and would break its accounting (found by fuzzing index replay).
-        match &rec {
+        rec.check_fields()?;
+        Ok((Some(rec), total))
+    }
+
+    /// A checksum only proves the bytes were written as they are; these field values were never written by a
+    /// store, and would break its accounting (found by fuzzing index replay).
+    fn check_fields(&self) -> Result<(), FormatError> {
+        match self {
             Record::Put {
                 file_id, body_len, ..
             } if !valid_file_id(*file_id) || *body_len > MAX_BODY_LEN => {
@@ -304,9 +416,40 @@ impl Record {
             Record::Del { file_id, .. } if !valid_file_id(*file_id) => {
                 return Err(FormatError::Invalid("del record file id"));
             }
+            Record::PutPack {
+                key,
+                pack,
+                offset,
+                body_len,
+                ..
+            } if !valid_file_id(*pack)
+                || (*offset as usize) < pack::PACK_HEADER_LEN
+                || *body_len > pack::MAX_PACKED_BODY
+                || pack::record_len(key.len(), *body_len) > u64::from(u32::MAX) =>
+            {
+                return Err(FormatError::Invalid(
+                    "put-pack record pack, offset or length",
+                ));
+            }
+            Record::DelPack {
+                key,
+                pack,
+                offset,
+                len,
+            } if !valid_file_id(*pack)
+                || (*offset as usize) < pack::PACK_HEADER_LEN
+                || u64::from(*len) < pack::record_len(key.len(), 0) =>
+            {
+                return Err(FormatError::Invalid(
+                    "del-pack record pack, offset or length",
+                ));
+            }
+            Record::PackEnd { pack, .. } if !valid_file_id(*pack) => {
+                return Err(FormatError::Invalid("pack-end record pack"));
+            }
             _ => {}
         }
-        Ok((Some(rec), total))
+        Ok(())
     }
 }
 
@@ -326,6 +469,11 @@ impl Cursor<'_> {
     }
     fn u8(&mut self) -> Result<u8, FormatError> {
         Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(
@@ -389,6 +537,23 @@ mod tests {
                 file_id: 7,
             },
             Record::Reserve { up_to: 1 << 40 },
+            Record::PutPack {
+                key: b"pk".to_vec(),
+                pack: 9,
+                offset: 4096,
+                body_len: 5000,
+                checksum: 3 << 90,
+            },
+            Record::DelPack {
+                key: b"pk".to_vec(),
+                pack: 9,
+                offset: 4096,
+                len: pack::record_len(2, 5000) as u32,
+            },
+            Record::PackEnd {
+                pack: 9,
+                end: 1 << 26,
+            },
         ];
         let mut buf = Vec::new();
         for r in &recs {
@@ -397,6 +562,7 @@ mod tests {
             assert_eq!(buf.len() - before, r.encoded_len());
         }
         assert_eq!(recs[0].encoded_len() as u64, put_record_len(1));
+        assert_eq!(recs[3].encoded_len() as u64, put_pack_record_len(2));
         let mut off = 0;
         for r in &recs {
             let (got, n) = Record::decode(&buf[off..]).unwrap();

@@ -1,0 +1,367 @@
+//! Group commit of small puts, and pack compaction.
+//!
+//! Group commit (leader/follower): a put of a blob the backend batches joins a queue. If no batch is being
+//! written, the put becomes the leader: it takes everything queued (up to [`BATCH_MAX_BYTES`]), writes it
+//! with one [`BlobBackend::write_batch`](crate::backend::BlobBackend::write_batch) (one write, one
+//! `fdatasync` with fsync durability) and one index append, records every put's result, hands leadership
+//! on and wakes the followers. Puts that arrived meanwhile form the next batch. No timer: a lone put is
+//! written at once, and under load batches grow by themselves with the time one batch takes.
+//!
+//! At most one batch is between its pack write and its index append at any time (the `batch` lock, which
+//! compaction takes too): recovery relies on it, since a record is only looked for past the highest
+//! offset the index accounts for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::StoreError;
+use crate::backend::{BatchItem, Location, Opened, Written};
+use crate::index::Entry;
+use crate::index_log;
+use crate::store::{Disk, NewEntry, Store};
+
+/// A batch stops growing at this many bytes of bodies (or [`BATCH_MAX_PUTS`] puts).
+const BATCH_MAX_BYTES: usize = 8 << 20;
+const BATCH_MAX_PUTS: usize = 1024;
+/// Pack compaction moves live records this many at a time.
+const COMPACT_CHUNK: usize = 256;
+
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<GroupState>,
+    cv: Condvar,
+    /// Held from a batch's pack write to its index append.
+    batch: Mutex<()>,
+    compacting: AtomicBool,
+}
+
+#[derive(Default)]
+struct GroupState {
+    queue: Vec<Job>,
+    leader: bool,
+    next_ticket: u64,
+    done: HashMap<u64, Result<(), StoreError>>,
+}
+
+struct Job {
+    ticket: u64,
+    id: u64,
+    key: Box<[u8]>,
+    body: Bytes,
+    hot: Option<Bytes>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The same failure for every put of a failed batch (`StoreError` is not `Clone`: `io::Error` is not).
+fn dup(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NoSpace { path } => StoreError::NoSpace { path: path.clone() },
+        StoreError::Io { op, path, source } => StoreError::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => StoreError::Corrupt(other.to_string()),
+    }
+}
+
+impl Store {
+    /// Puts one small blob through group commit; returns once its batch is written and indexed.
+    pub(crate) fn put_grouped(
+        &self,
+        id: u64,
+        key: &[u8],
+        body: Bytes,
+        hot: Option<Bytes>,
+    ) -> Result<(), StoreError> {
+        let g = &self.inner.group;
+        let mut st = lock(&g.state);
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push(Job {
+            ticket,
+            id,
+            key: key.into(),
+            body,
+            hot,
+        });
+        loop {
+            if let Some(r) = st.done.remove(&ticket) {
+                drop(st);
+                self.maybe_compact_packs();
+                return r;
+            }
+            if !st.leader && !st.queue.is_empty() {
+                st.leader = true;
+                let batch = take_batch(&mut st.queue);
+                drop(st);
+                let results = self.run_batch(batch);
+                st = lock(&g.state);
+                st.done.extend(results);
+                st.leader = false;
+                g.cv.notify_all();
+                continue;
+            }
+            st = g.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Writes one batch and commits it; returns each put's result by ticket.
+    fn run_batch(&self, jobs: Vec<Job>) -> Vec<(u64, Result<(), StoreError>)> {
+        let disk = self
+            .inner
+            .disk
+            .as_ref()
+            .expect("group commit needs a disk tier");
+        let _batch = lock(&self.inner.group.batch);
+        self.inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+        let need = jobs
+            .iter()
+            .map(|j| disk.backend.stored_len(j.key.len(), j.body.len() as u64))
+            .sum();
+        let written = self.retry_on_full(need, || {
+            let items: Vec<BatchItem<'_>> = jobs
+                .iter()
+                .map(|j| BatchItem {
+                    id: j.id,
+                    key: &j.key,
+                    body: &j.body,
+                    copy: false,
+                })
+                .collect();
+            disk.backend.write_batch(&items)
+        });
+        let tickets: Vec<u64> = jobs.iter().map(|j| j.ticket).collect();
+        let res = written.and_then(|written| {
+            let news = jobs
+                .into_iter()
+                .zip(written)
+                .map(|(j, w)| NewEntry {
+                    size: j.body.len() as u64,
+                    key: j.key,
+                    loc: Some(w.loc),
+                    checksum: w.checksum,
+                    hot: j.hot,
+                })
+                .collect();
+            self.commit_many(news)
+        });
+        match res {
+            Ok(()) => tickets.into_iter().map(|t| (t, Ok(()))).collect(),
+            Err(e) => tickets.into_iter().map(|t| (t, Err(dup(&e)))).collect(),
+        }
+    }
+
+    /// Compacts every pack the backend offers (one caller at a time; others return at once). Failures are
+    /// logged and retried on a later call.
+    pub(crate) fn maybe_compact_packs(&self) {
+        let Some(disk) = &self.inner.disk else { return };
+        let g = &self.inner.group;
+        if disk.backend.compaction_candidate().is_none()
+            || g.compacting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        while let Some(pack) = disk.backend.compaction_candidate() {
+            if let Err(e) = self.compact_pack(disk, pack) {
+                warn!(store = %self.inner.cfg.name, pack, "pack compaction failed (will retry later): {e}");
+                break;
+            }
+        }
+        g.compacting.store(false, Ordering::Release);
+    }
+
+    /// Compacts all packs worth it now (blocking); for tests, tools and the bench. Returns how many.
+    pub fn compact_packs(&self) -> u64 {
+        let Some(disk) = &self.inner.disk else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(pack) = disk.backend.compaction_candidate() {
+            if self.compact_pack(disk, pack).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Moves the live records of `pack` to the active pack, then deletes it. The new Puts are in the log
+    /// before the pack goes, so a crash in between leaves both copies, never neither.
+    fn compact_pack(&self, disk: &Disk, pack: u64) -> Result<(), StoreError> {
+        let mut live: Vec<(Box<[u8]>, Arc<Entry>)> = Vec::new();
+        for s in self.inner.index.each_shard() {
+            for (k, e) in s.iter() {
+                if matches!(e.loc, Some(Location::Pack { pack: p, .. }) if p == pack) {
+                    live.push((k.clone(), e.clone()));
+                }
+            }
+        }
+        for chunk in live.chunks(COMPACT_CHUNK) {
+            let mut moving = Vec::with_capacity(chunk.len());
+            for (k, e) in chunk {
+                if let Some(body) = self.read_packed(disk, k, e)? {
+                    moving.push((k, e, body, self.alloc_id(disk)?));
+                }
+            }
+            let _batch = lock(&self.inner.group.batch);
+            let items: Vec<BatchItem<'_>> = moving
+                .iter()
+                .map(|(k, _, b, id)| BatchItem {
+                    id: *id,
+                    key: k,
+                    body: b,
+                    copy: true,
+                })
+                .collect();
+            let written = disk.backend.write_batch(&items)?;
+            let moved = moving.iter().map(|(k, e, _, _)| (&***k, *e)).zip(written);
+            self.commit_moved(disk, moved.collect())?;
+        }
+        // With fsync durability the copies' index records must be on disk before the originals go.
+        if self.inner.cfg.durability == crate::Durability::Fsync
+            && let Some(log) = self.writer().log.as_mut()
+        {
+            log.sync()?;
+        }
+        disk.backend.drop_pack(pack);
+        Ok(())
+    }
+
+    /// A packed blob's body, verified; `None` when it is gone or damaged (then dropped and counted).
+    fn read_packed(
+        &self,
+        disk: &Disk,
+        key: &[u8],
+        e: &Arc<Entry>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loc) = e.loc else { return Ok(None) };
+        let mut r = match disk.backend.open(loc, key, e.size)? {
+            Opened::Ready(r) => r,
+            Opened::Missing => return Ok(None),
+            Opened::Damaged(why) => {
+                self.drop_corrupt(key, e, why);
+                return Ok(None);
+            }
+        };
+        let mut body = vec![0u8; e.size as usize];
+        match r.read_body(&mut body).and_then(|()| r.verify(e.checksum)) {
+            Ok(()) => Ok(Some(body)),
+            Err(StoreError::Corrupt(why)) => {
+                self.drop_corrupt(key, e, &why);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Points each moved key at its new record if it still maps to the entry that was moved (its Put goes
+    /// to the log only then: a Put for a key changed meanwhile would win over the newer value at replay);
+    /// the records of keys that changed are dead at once.
+    fn commit_moved(
+        &self,
+        disk: &Disk,
+        moved: Vec<(Moving<'_>, Written)>,
+    ) -> Result<(), StoreError> {
+        let mut w = self.writer();
+        let (keep, stale): (Vec<_>, Vec<_>) = moved
+            .into_iter()
+            .partition(|((k, e), _)| self.find(k).is_some_and(|cur| Arc::ptr_eq(&cur, e)));
+        for ((k, e), wr) in &stale {
+            disk.backend
+                .remove(wr.loc, disk.backend.stored_len_at(wr.loc, k.len(), e.size));
+        }
+        let recs: Vec<_> = keep
+            .iter()
+            .map(|((k, e), wr)| index_log::put_record(k, wr.loc, e.size, wr.checksum))
+            .collect();
+        if let Some(log) = w.log.as_mut()
+            && !recs.is_empty()
+            && let Err(e) = log.append_many(&recs)
+        {
+            for ((k, e), wr) in &keep {
+                disk.backend
+                    .remove(wr.loc, disk.backend.stored_len_at(wr.loc, k.len(), e.size));
+            }
+            return Err(e);
+        }
+        for ((k, old), wr) in keep {
+            let hot = {
+                let mut m = old.mem();
+                m.removed = true;
+                m.bytes.take()
+            };
+            let tick = old.tick.load(Ordering::Relaxed);
+            let new = Entry::new(old.size, Some(wr.loc), wr.checksum, tick, hot);
+            self.inner.index.replace_if(k, old, new);
+        }
+        Ok(())
+    }
+}
+
+/// A key and the entry whose record compaction moved.
+type Moving<'a> = (&'a [u8], &'a Arc<Entry>);
+
+/// The next batch: a prefix of the queue within the batch limits (at least one put).
+fn take_batch(queue: &mut Vec<Job>) -> Vec<Job> {
+    let mut bytes = 0;
+    let mut n = 0;
+    for j in queue.iter() {
+        if n > 0 && (bytes + j.body.len() > BATCH_MAX_BYTES || n >= BATCH_MAX_PUTS) {
+            break;
+        }
+        bytes += j.body.len();
+        n += 1;
+    }
+    if n == queue.len() {
+        std::mem::take(queue)
+    } else {
+        queue.drain(..n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    /// Puts that arrive while a batch is being written form the next batch, all of them together.
+    #[test]
+    fn puts_waiting_behind_a_batch_are_written_as_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(StoreConfig::on_disk("g", tmp.path(), 1 << 20)).unwrap();
+        let held = lock(&s.inner.group.batch);
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || s.put(&[i], Bytes::from(vec![i; 4096])).unwrap())
+            })
+            .collect();
+        // The first put leads and waits for the batch lock; the other seven queue behind it.
+        loop {
+            let st = lock(&s.inner.group.state);
+            if st.leader && st.queue.len() == 7 {
+                break;
+            }
+            drop(st);
+            std::thread::yield_now();
+        }
+        drop(held);
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        assert_eq!(s.inner.counters.batches.load(Ordering::Relaxed), 2);
+        for i in 0..8u8 {
+            assert_eq!(s.get(&[i]).unwrap().unwrap(), vec![i; 4096]);
+        }
+        let packs = std::fs::read_dir(tmp.path().join("packs")).unwrap().count();
+        assert_eq!(packs, 1, "both batches went to one pack");
+    }
+}
