@@ -19,6 +19,7 @@ const SUBSCRIBE: u16 = 0x0007;
 const PUBLISH: u16 = 0x0009;
 const WHO_AM_I: u16 = 0x000B;
 const STREAM_WITH_EVENT: u16 = 0x000D;
+const PANIC: u16 = 0x0011;
 const EVENT: u16 = 0x8000;
 
 fn frame(ty: u16, fields: &[u32]) -> Frame {
@@ -396,5 +397,42 @@ fn pipelined_requests_take_effect_in_request_order() {
     assert_eq!(
         c.shader().get(&k2).unwrap(),
         Some(Bytes::from_static(b"one-way"))
+    );
+}
+
+#[test]
+fn a_panicking_handler_answers_internal_and_the_connection_goes_on() {
+    use spark_client::spark_proto::ErrorCode;
+    let d = daemon(&[]);
+    let c = d.client();
+    // Alone (first in line, run by the writer) and behind a slow request (in a task of its own).
+    let alone = c.request(&frame(PANIC, &[])).unwrap_err();
+    assert_eq!(alone.daemon_code(), Some(ErrorCode::Internal), "{alone}");
+    let replies = c
+        .pipeline(&[
+            frame(SLEEP, &[50, 1]),
+            frame(PANIC, &[]),
+            frame(SLEEP, &[0, 2]),
+        ])
+        .unwrap();
+    assert_eq!(replies[0].as_ref().unwrap().msg_type, SLEEP + 1);
+    let e = replies[1].as_ref().unwrap_err();
+    assert_eq!(e.daemon_code(), Some(ErrorCode::Internal), "{e}");
+    assert_eq!(replies[2].as_ref().unwrap().msg_type, SLEEP + 1);
+    // And one that panics on its very first poll, in the reader.
+    let at_once = c.request(&frame(PANIC, &[1])).unwrap_err();
+    assert_eq!(
+        at_once.daemon_code(),
+        Some(ErrorCode::Internal),
+        "{at_once}"
+    );
+    c.ping().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || c
+            .stats()
+            .unwrap()
+            .current_connections
+            == 1),
+        "nothing leaked: only this connection is open"
     );
 }

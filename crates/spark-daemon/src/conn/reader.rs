@@ -364,6 +364,11 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
         }
         let (done_tx, done_rx) = watch::channel(false);
         self.order.running(write, done_rx);
+        if deps.is_empty() && self.shared.owed.load(Ordering::Acquire) == 0 {
+            // First in line: the writer runs it itself (no task, no hand-over of its result), while the reader
+            // goes on starting the requests behind it in tasks of their own.
+            return Pending::Head { fut, done: done_tx };
+        }
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             for mut d in deps {
@@ -403,11 +408,18 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
     }
 }
 
-/// Polls a handler once, without a task: most requests complete on their first poll.
+/// Polls a handler once, without a task: most requests complete on their first poll. A panic answers the
+/// request with an Internal error instead of taking the connection down.
 fn poll_once(fut: &mut BoxFuture<HandlerResult>) -> Option<HandlerResult> {
     let mut cx = Context::from_waker(Waker::noop());
-    match Pin::new(fut).as_mut().poll(&mut cx) {
-        Poll::Ready(r) => Some(r),
-        Poll::Pending => None,
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Pin::new(&mut *fut).as_mut().poll(&mut cx)
+    })) {
+        Ok(Poll::Ready(r)) => Some(r),
+        Ok(Poll::Pending) => None,
+        Err(_) => {
+            tracing::error!("a request handler panicked; the request gets an Internal error");
+            Some(writer::handler_failed())
+        }
     }
 }

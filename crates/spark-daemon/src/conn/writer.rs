@@ -4,7 +4,11 @@
 //! The reader hands over one [`Slot`] per request, in request order, through a bounded queue: its length is the
 //! connection's in-flight limit, so a client that stops reading stops having its requests read too.
 
+use std::future::Future;
 use std::io::IoSlice;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,11 +17,11 @@ use bytes::BytesMut;
 use spark_proto::control::EventsLost;
 use spark_proto::{ErrorCode, ErrorResponse, FrameHeader, HEADER_LEN, MAX_PAYLOAD, msg, service};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tracing::debug;
 
 use crate::events::{Event, EventQueue};
-use crate::registry::{Encode, HandlerError, HandlerResult, Reply, StreamPart};
+use crate::registry::{BoxFuture, Encode, HandlerError, HandlerResult, Reply, StreamPart};
 
 /// Payloads at least this large are written straight from their buffer instead of being copied.
 const DIRECT_WRITE_MIN: usize = 64 * 1024;
@@ -28,6 +32,12 @@ const WRITE_BUF_HIGH: usize = 256 * 1024;
 pub(crate) enum Pending {
     /// The handler finished while the reader polled it.
     Ready(HandlerResult),
+    /// The handler did not finish at once and no reply is owed before it: the writer runs it to completion
+    /// itself (it would wait for it first anyway), then marks it done for the requests ordered after it.
+    Head {
+        fut: BoxFuture<HandlerResult>,
+        done: watch::Sender<bool>,
+    },
     /// The handler runs in a task of its own.
     Running(oneshot::Receiver<HandlerResult>),
 }
@@ -198,6 +208,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     let result = match slot.reply {
                         Pending::Ready(r) => r,
                         Pending::Running(rx) => wait_reply(&mut out, events, rx).await?,
+                        Pending::Head { fut, done } => {
+                            let r = run_head(&mut out, events, fut).await?;
+                            done.send_replace(true);
+                            r
+                        }
                     };
                     let close = write_result(&mut out, slot.service, result).await?;
                     shared.owed.fetch_sub(1, Ordering::AcqRel);
@@ -225,20 +240,67 @@ async fn wait_reply<W: AsyncWrite + Unpin>(
     events: &mut EventQueue,
     mut rx: oneshot::Receiver<HandlerResult>,
 ) -> std::io::Result<HandlerResult> {
-    if let Ok(r) = rx.try_recv() {
-        return Ok(r);
+    match rx.try_recv() {
+        Ok(r) => return Ok(r),
+        // The handler's task ended without a result (it panicked); the receiver must not be polled again.
+        Err(oneshot::error::TryRecvError::Closed) => return Ok(handler_failed()),
+        Err(oneshot::error::TryRecvError::Empty) => {}
     }
     out.flush().await?;
     loop {
         tokio::select! {
             biased;
-            r = &mut rx => return Ok(r.unwrap_or(Err(HandlerError::Reply(ErrorResponse::new(
-                ErrorCode::Internal,
-                "the request's handler failed; see the daemon log",
-            ))))),
+            r = &mut rx => return Ok(r.unwrap_or_else(|_| handler_failed())),
             Some(e) = events.recv() => {
                 write_event(out, events, e).await?;
                 out.flush().await?;
+            }
+        }
+    }
+}
+
+/// Runs the first request in line to completion, writing events while it works. A panic in the handler
+/// becomes an Internal error for that request, as it would in a task of its own.
+async fn run_head<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    events: &mut EventQueue,
+    fut: BoxFuture<HandlerResult>,
+) -> std::io::Result<HandlerResult> {
+    out.flush().await?;
+    let mut fut = CatchPanic(fut);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut fut => return Ok(r.unwrap_or_else(handler_failed)),
+            Some(e) = events.recv() => {
+                write_event(out, events, e).await?;
+                out.flush().await?;
+            }
+        }
+    }
+}
+
+/// The reply to a request whose handler panicked.
+pub(crate) fn handler_failed() -> HandlerResult {
+    Err(HandlerError::Reply(ErrorResponse::new(
+        ErrorCode::Internal,
+        "the request's handler failed; see the daemon log",
+    )))
+}
+
+/// Polls a handler, turning a panic into `None`.
+struct CatchPanic(BoxFuture<HandlerResult>);
+
+impl Future for CatchPanic {
+    type Output = Option<HandlerResult>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(Some(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => {
+                tracing::error!("a request handler panicked; the request gets an Internal error");
+                Poll::Ready(None)
             }
         }
     }

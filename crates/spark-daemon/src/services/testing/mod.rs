@@ -27,6 +27,8 @@ pub const PUBLISH: u16 = 0x0009;
 pub const WHO_AM_I: u16 = 0x000B;
 pub const STREAM_WITH_EVENT: u16 = 0x000D;
 pub const DISCONNECTS: u16 = 0x000F;
+/// Panics after its first await (so it is not answered inline); with a non-empty payload, at once.
+pub const PANIC: u16 = 0x0011;
 /// The event this service sends.
 pub const EVENT: u16 = 0x8000;
 /// Where `on_disconnect` appends `<conn id>\n`, so a test can see disconnects that outlive the daemon.
@@ -247,6 +249,12 @@ impl Service for TestService {
                     self.stream_with_event(&req, p)
                 }
                 DISCONNECTS => self.disconnects(),
+                PANIC => {
+                    if p.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    panic!("the test service's PANIC request")
+                }
                 _ => Err(unknown_message(&req.frame)),
             }
         })
