@@ -430,6 +430,11 @@ fn oversize_frame_inside_an_upload_is_explained_before_closing() {
     raw.read_to_end(&mut all).unwrap();
     let f = Frame::decode_exact(&all).expect("one error frame, then close");
     assert!(f.is_error());
+    assert_eq!(
+        f.service,
+        service::CONTROL,
+        "an oversize header is answered on Control, inside an upload too (protocol §3.1)"
+    );
     let e = spark_client::spark_proto::ErrorResponse::decode(&f.payload).unwrap();
     assert_eq!(e.kind(), ErrorCode::TooLarge);
 }
