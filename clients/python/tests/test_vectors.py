@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sparkdaemon import compile_messages as cm
 from sparkdaemon import protocol as p
 from sparkdaemon.errors import FrameTooLarge, ProtocolError, Truncated
 
@@ -49,6 +50,37 @@ def namespaces_response(f):
             p.NamespaceStats(ns["name"], ns["service"], [(c["name"], c["value"]) for c in ns["counters"]])
             for ns in f["namespaces"]
         ]
+    )
+
+
+def compile_request(f):
+    return p.CompileRequest(
+        cm.LANGUAGES[f["language"]],
+        cm.STAGES[f["stage"]],
+        cm.TARGETS[f["target"]],
+        cm.BACKENDS[f["backend"]],
+        f["flags"],
+        f["spirv_version"],
+        f["entry"],
+        f["include_dirs"],
+        [(m["path"], m["content"]) for m in f["include_map"]],
+        f["permutations"],
+        f["source"],
+    )
+
+
+def compile_result(f):
+    return p.CompileResult(
+        f["index"],
+        f["status"],
+        f["origin"],
+        bytes.fromhex(f["key"]),
+        f["compiler"],
+        f["entry"],
+        tuple(f["workgroup_size"]),
+        [(b["set"], b["binding"], b["kind"]) for b in f["bindings"]],
+        [cm.Diagnostic(d["severity"], d["file"], d["line"], d["column"], d["message"]) for d in f["diagnostics"]],
+        data({"data": f["output"]}),
     )
 
 
@@ -99,6 +131,14 @@ BUILD = {
     "Namespaces": (p.Namespaces, lambda f: p.Namespaces()),
     "NamespacesResponse": (p.NamespacesResponse, namespaces_response),
     "EventsLost": (p.EventsLost, lambda f: p.EventsLost(f["dropped"])),
+    "CompileRequest": (p.CompileRequest, compile_request),
+    "CompileAccepted": (p.CompileAccepted, lambda f: p.CompileAccepted(f["permutations"])),
+    "CompileResult": (p.CompileResult, compile_result),
+    "CompileStatsRequest": (p.CompileStatsRequest, lambda f: p.CompileStatsRequest()),
+    "CompileStats": (
+        p.CompileStats,
+        lambda f: p.CompileStats(**{k: f[k] for k in cm.COMPILE_STATS_FIELDS}),
+    ),
 }
 
 
