@@ -8,6 +8,8 @@
 //!   lock). Hello on connect, typed requests, pipelining, one-way sends.
 //! - [`CacheClient`]: the typed Shader and Asset caches ([`Client::shader`], [`Client::asset`]), with large
 //!   blobs streamed transparently.
+//! - Shader compilation in the daemon: [`Client::compile`], [`Client::compile_each`] (results as they
+//!   complete), [`Client::compile_stats`].
 //! - [`Event`]s the daemon sends on its own ([`Client::events`], [`Client::next_event`]).
 //! - [`Error`] tells apart a daemon that is not running, a transport failure, a protocol violation, an
 //!   ErrorResponse from the daemon and a failing local reader or writer.
@@ -18,6 +20,7 @@
 
 mod cache;
 mod client;
+mod compile;
 mod conn;
 mod error;
 mod event;
@@ -33,6 +36,10 @@ pub use event::{DEFAULT_EVENT_QUEUE, Event, EventReceiver};
 pub use lifecycle::{DaemonConfig, DaemonConnection, SpawnError, connect_or_spawn, try_connect};
 pub use spark_proto;
 pub use spark_proto::cache::{AssetKey, CacheStats, ShaderKey};
+pub use spark_proto::compile::{
+    CompileRequest, CompileResult, CompileStats, Diagnostic, Language, Origin, ResultStatus, Stage,
+    Target,
+};
 pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, VersionResponse};
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,

@@ -246,15 +246,39 @@ impl IncludeSources {
         Err(Resolve::NotFound)
     }
 
-    /// A disk candidate: `None` when absent, refused when it resolves outside every include directory.
+    /// A disk candidate: `None` when absent, refused when it names or resolves to a place outside every
+    /// include directory (checked on the path as written first, so a traversal is refused whether or not its
+    /// target exists, then on the real path, so a symlink cannot lead out).
     fn try_dir(&self, candidate: &Path) -> Result<Option<(String, Origin)>, Resolve> {
+        self.check_lexically_inside(candidate)?;
         match std::fs::symlink_metadata(candidate) {
             Err(_) => Ok(None),
             Ok(_) => self.read_confined(candidate).map(Some),
         }
     }
 
+    fn check_lexically_inside(&self, candidate: &Path) -> Result<(), Resolve> {
+        let mut norm = PathBuf::new();
+        for c in candidate.components() {
+            match c {
+                Component::ParentDir => {
+                    norm.pop();
+                }
+                Component::CurDir => {}
+                other => norm.push(other),
+            }
+        }
+        if self.dirs.iter().any(|d| norm.starts_with(d)) {
+            Ok(())
+        } else {
+            Err(Resolve::Refused(
+                "it names a place outside the request's include directories".into(),
+            ))
+        }
+    }
+
     fn read_confined(&self, candidate: &Path) -> Result<(String, Origin), Resolve> {
+        self.check_lexically_inside(candidate)?;
         let real = std::fs::canonicalize(candidate).map_err(|_| {
             if self.dirs.is_empty() {
                 Resolve::Refused("the request names no include directories".into())

@@ -8,7 +8,7 @@
 //! - [`events`]: the per-connection event queue services push server-initiated frames into;
 //! - [`registry`]: the [`registry::Service`] trait, what handlers get and return, the id → service table;
 //! - [`namespaces`]: the named stores every front end uses, with single-flight fills;
-//! - [`services`]: one folder per service (`control`, `shader`, `asset`);
+//! - [`services`]: one folder per service (`control`, `shader`, `asset`, `compile`);
 //! - [`state`]: what every connection shares; [`platform`]: process liveness and signals.
 
 pub mod config;
@@ -29,13 +29,20 @@ pub use config::{Args, Config};
 use namespaces::Namespaces;
 
 /// Builds the service table over the namespaces. Adding a service is one `register` line here.
-pub fn build_registry(namespaces: &Arc<Namespaces>) -> registry::Registry {
+pub fn build_registry(
+    namespaces: &Arc<Namespaces>,
+    compile: &services::compile::CompileConfig,
+) -> registry::Registry {
     let mut reg = registry::Registry::default();
     reg.register(Arc::new(services::shader::shader_service(
         namespaces.expect("shader"),
     )));
     reg.register(Arc::new(services::asset::asset_service(
         namespaces.expect("asset"),
+    )));
+    reg.register(Arc::new(services::compile::CompileService::new(
+        namespaces.expect("compile"),
+        compile,
     )));
     #[cfg(feature = "test-services")]
     services::testing::register_if_asked(&mut reg);
@@ -57,7 +64,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         OwnershipError::Other(e) => RunError::Fatal(e),
     })?;
     let namespaces = Arc::new(Namespaces::open(&config.namespaces).map_err(RunError::Fatal)?);
-    let registry = Arc::new(build_registry(&namespaces));
+    let registry = Arc::new(build_registry(&namespaces, &config.compile));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sparkd")

@@ -145,6 +145,28 @@ pub struct CompileRequest {
 }
 
 impl CompileRequest {
+    /// A request for one permutation with no defines: backend auto, entry point `main`, no includes.
+    pub fn new(
+        language: Language,
+        stage: Stage,
+        target: Target,
+        source: impl Into<String>,
+    ) -> Self {
+        CompileRequest {
+            language,
+            stage,
+            target,
+            backend: Backend::Auto,
+            flags: 0,
+            spirv_version: 0,
+            entry: "main".into(),
+            include_dirs: Vec::new(),
+            include_map: Vec::new(),
+            permutations: vec![Vec::new()],
+            source: source.into(),
+        }
+    }
+
     /// This message's registry entry (see [`crate::messages::ALL`]).
     pub const INFO: MessageInfo = MessageInfo {
         service: "compile",
@@ -159,8 +181,14 @@ impl CompileRequest {
             ("spirv_version", "u16"),
             ("entry", "str16"),
             ("include_dirs", "list_str16"),
-            ("include_map", "u16 count, then per file: path str16, content (u32 length, UTF-8)"),
-            ("permutations", "u16 count, then per permutation: defines list_str16"),
+            (
+                "include_map",
+                "u16 count, then per file: path str16, content (u32 length, UTF-8)",
+            ),
+            (
+                "permutations",
+                "u16 count, then per permutation: defines list_str16",
+            ),
             ("source", "u32 length, UTF-8"),
         ],
         keyed: false,
@@ -355,7 +383,10 @@ impl CompileResult {
             ("compiler", "str16"),
             ("entry", "str16"),
             ("workgroup_size", "3 x u32"),
-            ("bindings", "u16 count, then per binding: set u32, binding u32, kind u8"),
+            (
+                "bindings",
+                "u16 count, then per binding: set u32, binding u32, kind u8",
+            ),
             (
                 "diagnostics",
                 "u16 count, then per diagnostic: severity u8, file str16, line u32, column u32, message str16",

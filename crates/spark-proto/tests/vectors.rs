@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 use spark_proto::cache::*;
 use spark_proto::compile::{
-    Backend, Binding, BindingKind, CompileAccepted, CompileRequest, CompileResult, CompileStats, Diagnostic,
-    IncludeFile, Language, Origin, ResultStatus, Severity, Stage, Target,
+    Backend, Binding, BindingKind, CompileAccepted, CompileRequest, CompileResult, CompileStats,
+    Diagnostic, IncludeFile, Language, Origin, ResultStatus, Severity, Stage, Target,
 };
 use spark_proto::control::*;
 use spark_proto::messages::{self, MessageInfo};
