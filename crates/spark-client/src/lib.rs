@@ -16,7 +16,8 @@
 //! - [`transport`]: the seam between framing and the OS (Unix sockets; Windows named pipes to come).
 //! - [`DaemonConnection`] and [`DaemonConfig`]: the engine lifecycle — the process-wide connection,
 //!   `SPARK_DAEMON_*` settings, a free [`try_connect`], auto-spawn, reconnect after a daemon restart.
-//! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it.
+//! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it, and
+//!   [`TieredShaderCache::get_or_compile`]: daemon compile first, else local cache, else naga in process.
 
 mod cache;
 mod client;
@@ -27,6 +28,7 @@ mod event;
 pub mod lifecycle;
 mod platform;
 pub mod tiered;
+mod tiered_compile;
 pub mod transport;
 
 pub use cache::{AssetCache, CacheClient, ShaderCache};
@@ -44,6 +46,7 @@ pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, Ver
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
 };
+pub use tiered_compile::{CompileSource, TieredCompile};
 
 /// The default socket path for this user (same rule as the daemon's).
 pub fn default_socket_path() -> std::path::PathBuf {

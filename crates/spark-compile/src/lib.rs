@@ -122,3 +122,39 @@ pub fn error_at(file: &str, line: u32, message: impl Into<String>) -> Diagnostic
         message: message.into(),
     }
 }
+
+/// The result message for `outcome` (index 0, origin fresh): what the daemon stores and a local compile
+/// returns, so both give the same bytes.
+pub fn result_message(
+    outcome: Outcome,
+    key: [u8; 32],
+    compiler: String,
+    entry: String,
+) -> spark_proto::compile::CompileResult {
+    use spark_proto::compile::{CompileResult, Origin, ResultStatus};
+    let mut res = CompileResult {
+        index: 0,
+        status: ResultStatus::Ok,
+        origin: Origin::Fresh,
+        key,
+        compiler,
+        entry,
+        workgroup_size: [0; 3],
+        bindings: Vec::new(),
+        diagnostics: Vec::new(),
+        output: Default::default(),
+    };
+    match outcome {
+        Outcome::Compiled(c) => {
+            res.output = c.output.into();
+            res.diagnostics = c.diagnostics;
+            res.bindings = c.bindings;
+            res.workgroup_size = c.workgroup_size;
+        }
+        Outcome::Errors(d) => {
+            res.status = ResultStatus::CompileError;
+            res.diagnostics = d;
+        }
+    }
+    res
+}

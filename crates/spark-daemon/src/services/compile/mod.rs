@@ -227,30 +227,7 @@ fn stored_result(
     compiler: String,
     entry: String,
 ) -> anyhow::Result<Bytes> {
-    let mut res = CompileResult {
-        index: 0,
-        status: ResultStatus::Ok,
-        origin: Origin::Fresh,
-        key,
-        compiler,
-        entry,
-        workgroup_size: [0; 3],
-        bindings: Vec::new(),
-        diagnostics: Vec::new(),
-        output: Bytes::new(),
-    };
-    match outcome {
-        Outcome::Compiled(c) => {
-            res.output = Bytes::from(c.output);
-            res.diagnostics = c.diagnostics;
-            res.bindings = c.bindings;
-            res.workgroup_size = c.workgroup_size;
-        }
-        Outcome::Errors(d) => {
-            res.status = ResultStatus::CompileError;
-            res.diagnostics = d;
-        }
-    }
+    let res = spark_compile::result_message(outcome, key, compiler, entry);
     let out = encode_result(res);
     if out.len() > MAX_PAYLOAD {
         anyhow::bail!(
