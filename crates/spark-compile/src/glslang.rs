@@ -72,17 +72,17 @@ fn locate(job: &Job, severity: Severity, rest: &str) -> Diagnostic {
     // `<file>:<line>: message`: the file is our temporary input (or glslang's `0:` string number).
     let mut parts = rest.splitn(3, ':');
     let (file, line, msg) = (parts.next(), parts.next(), parts.next());
-    if let (Some(_), Some(l), Some(m)) = (file, line, msg) {
-        if let Ok(l) = l.trim().parse::<u32>() {
-            let (file, line) = job.expanded.locate(l);
-            return Diagnostic {
-                severity,
-                file,
-                line,
-                column: 0,
-                message: m.trim().to_string(),
-            };
-        }
+    if let (Some(_), Some(l), Some(m)) = (file, line, msg)
+        && let Ok(l) = l.trim().parse::<u32>()
+    {
+        let (file, line) = job.expanded.locate(l);
+        return Diagnostic {
+            severity,
+            file,
+            line,
+            column: 0,
+            message: m.trim().to_string(),
+        };
     }
     Diagnostic {
         severity,

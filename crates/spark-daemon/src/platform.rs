@@ -80,10 +80,10 @@ pub fn lower_thread_priority(_nice: i32) {}
 /// Lowers process `pid`'s CPU priority to `nice`, best effort (a compile worker just started).
 #[cfg(unix)]
 pub fn lower_process_priority(pid: u32, nice: i32) {
-    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-        if let Err(e) = rustix::process::setpriority_process(Some(p), nice) {
-            tracing::debug!("cannot lower worker {pid}'s priority: {e}");
-        }
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32)
+        && let Err(e) = rustix::process::setpriority_process(Some(p), nice)
+    {
+        tracing::debug!("cannot lower worker {pid}'s priority: {e}");
     }
 }
 

@@ -39,7 +39,7 @@ pub enum Cmd {
     Asset(AssetCmd),
     /// Compile a shader through the daemon (cached, shared with every other client); prints diagnostics like
     /// a compiler and exits 5 on a compile error
-    Compile(CompileArgs),
+    Compile(Box<CompileArgs>),
     /// The Compile service's counters
     CompileStats,
 }

@@ -74,7 +74,6 @@ pub fn counters(s: &CompileStats) -> Vec<(&'static str, u64)> {
         .iter()
         .copied()
         .zip(s.values())
-        .map(|(n, v)| (n, v))
         .collect()
 }
 
