@@ -1,6 +1,6 @@
 //! Shader compilation shared by `sparkd` and its clients.
 //!
-//! - [`include`]: `#include` expansion that never reads outside the include directories a request names (or
+//! - [`include`](mod@include): `#include` expansion that never reads outside the include directories a request names (or
 //!   its include map), with a line map so diagnostics point at the file and line they are about;
 //! - [`key`]: the canonical encoding and BLAKE3 cache key of one compile (specified in `docs/protocol.md`
 //!   §10.5, so other tools can compute it);
