@@ -17,7 +17,7 @@ Modules: :mod:`sparkdaemon.protocol` (pure frame and message codecs, no I/O), :m
 socket client), :mod:`sparkdaemon.errors` (exceptions).
 """
 
-from . import protocol
+from . import compile_messages, protocol
 from .client import (
     DEFAULT_TIMEOUT,
     AssetCache,
@@ -60,5 +60,6 @@ __all__ = [
     "TransportError",
     "connect",
     "default_socket_path",
+    "compile_messages",
     "protocol",
 ]
