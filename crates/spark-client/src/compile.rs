@@ -1,6 +1,6 @@
 //! The Compile service from the client side: [`Client::compile`] and friends.
 //!
-//! A compile reply is a stream (protocol.md §10): a CompileAccepted announcing N results, N StreamChunks
+//! A compile reply is a stream (protocol.md §12): a CompileAccepted announcing N results, N StreamChunks
 //! each holding one [`CompileResult`] in completion order, then a StreamEnd whose checksum covers the chunk
 //! payloads. A result names its permutation by index.
 

@@ -3,7 +3,7 @@
 //!
 //! The local tier keys results exactly as the daemon does (BLAKE3 over the canonical encoding, see
 //! `spark_compile::key`), so a shader compiled locally and one compiled by the daemon share a key, and the
-//! local file `<dir>/compile/<key hex>.spcr` holds the CompileResult message itself (protocol.md §10.3).
+//! local file `<dir>/compile/<key hex>.spcr` holds the CompileResult message itself (protocol.md §12.3).
 
 use bytes::{Bytes, BytesMut};
 use spark_compile::include::{IncludeSources, SOURCE_NAME};

@@ -1,4 +1,4 @@
-//! The cache key of one compile: BLAKE3-256 over a canonical encoding (`docs/protocol.md` §10.5).
+//! The cache key of one compile: BLAKE3-256 over a canonical encoding (`docs/protocol.md` §12.5).
 //!
 //! The encoding holds everything that decides the output and nothing else: the backend's identity and
 //! version, language, stage, target, flags, SPIR-V version, entry point, the sorted defines, the source, and
@@ -56,6 +56,8 @@ mod tests {
     use crate::include::{Expanded, ResolvedFile};
     use crate::{Backend, Language, Stage, Target};
 
+    const EXAMPLE_KEY: &str = "160eb035d82fe720c6a8a8a853454ead81a467aab7a7090bc6cb23183b2177e7";
+
     fn job(include: &str) -> Job {
         Job {
             language: Language::Glsl,
@@ -77,7 +79,7 @@ mod tests {
         }
     }
 
-    /// The encoding byte by byte, as docs/protocol.md §10.5 gives it; and the hash of it.
+    /// The encoding byte by byte, as docs/protocol.md §12.5 gives it; and the hash of it.
     #[test]
     fn encoding_matches_the_spec_example() {
         let enc = encode(&job("I"), "naga 25.0.1");
@@ -100,6 +102,8 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(hex, blake3::hash(&want).to_hex().to_string());
+        // The value docs/protocol.md §12.5 quotes.
+        assert_eq!(hex, EXAMPLE_KEY, "update docs/protocol.md §12.5 with {hex}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! - [`include`](mod@include): `#include` expansion that never reads outside the include directories a request names (or
 //!   its include map), with a line map so diagnostics point at the file and line they are about;
 //! - [`key`]: the canonical encoding and BLAKE3 cache key of one compile (specified in `docs/protocol.md`
-//!   §10.5, so other tools can compute it);
+//!   §12.5, so other tools can compute it);
 //! - [`naga_backend`]: the in-process backend (WGSL and GLSL in; SPIR-V, MSL, HLSL and GLSL out) with
 //!   reflection;
 //! - [`glslang`]: the command line and output parsing for `glslangValidator` (Debian `glslang-tools`); running

@@ -4,7 +4,7 @@
 //! permutations (define sets). The reply is a stream: a [`CompileAccepted`] first, then one StreamChunk per
 //! permutation whose payload is a [`CompileResult`] (in completion order, each naming its permutation index),
 //! then a StreamEnd whose checksum is the XXH3-128 of every chunk payload in the order sent. See
-//! `docs/protocol.md` §10, which also specifies the cache key byte by byte.
+//! `docs/protocol.md` §12, which also specifies the cache key byte by byte.
 //!
 //! The request and result layouts hold lists of records, more than the field macro's flat layouts express, so
 //! their codecs are hand-written here; the small messages come from [`define_messages!`](crate::messages).

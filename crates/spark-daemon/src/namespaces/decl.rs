@@ -39,7 +39,7 @@ pub const DECLARED: &[Decl] = &[
             max_len: 1 + spark_proto::cache::MAX_ASSET_PATH,
         },
     },
-    // BLAKE3-256 of the compile's canonical encoding (docs/protocol.md §10.5): exactly 32 bytes.
+    // BLAKE3-256 of the compile's canonical encoding (docs/protocol.md §12.5): exactly 32 bytes.
     Decl {
         name: "compile",
         service: service::COMPILE,

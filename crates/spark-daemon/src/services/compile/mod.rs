@@ -1,5 +1,5 @@
 //! The Compile service (`0x0004`): shader compilation in the daemon, cached in the `compile` namespace by a
-//! BLAKE3 content key (see `spark_compile::key` and `docs/protocol.md` §10).
+//! BLAKE3 content key (see `spark_compile::key` and `docs/protocol.md` §12).
 //!
 //! - `request.rs`: a request → one keyed job per permutation (backend choice, include expansion, key);
 //! - `backends/`: naga in process (`naga.rs`), `glslangValidator` as a worker subprocess (`glslang.rs`);
