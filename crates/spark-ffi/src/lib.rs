@@ -12,7 +12,7 @@
 //!
 //! Modules by concern: `status` (statuses, last error, the panic guard), `memory` (buffers and the
 //! caller's pointers), `connection` (lifecycle and Control), `caches` (daemon caches), `tiered` (the
-//! tiered shader cache), `events` (server events). Everything C sees is re-exported at the crate root.
+//! tiered shader cache), `compile` (shader compilation: daemon or tiered), `events` (server events). Everything C sees is re-exported at the crate root.
 
 // Declared in the order the header presents them (cbindgen follows declaration order): basics first.
 mod status;
@@ -25,9 +25,12 @@ mod caches;
 
 mod tiered;
 
+mod compile;
+
 mod events;
 
 pub use caches::*;
+pub use compile::*;
 pub use connection::*;
 pub use events::*;
 pub use memory::*;
