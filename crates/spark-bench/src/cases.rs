@@ -21,6 +21,7 @@ pub struct Results {
     pub startup: Option<StartupResult>,
     pub redis_note: Option<String>,
     pub redis_version: Option<String>,
+    pub compile: Option<crate::compile::CompileBench>,
 }
 
 pub struct RssReading {

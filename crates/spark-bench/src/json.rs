@@ -53,6 +53,7 @@ pub fn json_report(
             "vmrss_kib": r.peak_vmrss_kib, "vmhwm_kib": r.vmhwm_kib, "entries": r.entries,
             "budget_mb": r.budget_mb, "memory_tier_bytes": r.memory_tier_bytes, "limit_kib": r.limit_kib(),
         })),
+        "compile": res.compile.as_ref().map(crate::compile::json),
         "targets": targets.iter().map(|t| json!({
             "name": t.name, "measured": t.measured, "goal": t.goal,
             "at_least": t.at_least, "unit": t.unit.trim(), "result": t.verdict(), "note": t.note,

@@ -8,6 +8,7 @@
 
 mod args;
 mod cases;
+mod compile;
 mod floor;
 mod groups;
 mod json;
@@ -75,6 +76,7 @@ fn run(a: &Args) -> Result<()> {
     drop(redis);
     groups::fill(&cx, &mut res)?;
     groups::startup(&cx, &mut res)?;
+    res.compile = compile::run(&cx)?;
 
     let load = Load {
         before: load_before,

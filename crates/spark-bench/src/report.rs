@@ -69,6 +69,9 @@ pub fn print_report(a: &Args, counts: &Counts, res: &Results, targets: &[Target]
     header(a, counts, res, load);
     case_rows(res);
     memory_lines(res);
+    if let Some(c) = &res.compile {
+        crate::compile::print(c);
+    }
     target_table(targets);
 }
 
