@@ -108,22 +108,15 @@ fn glslang_request(marker: &str) -> CompileRequest {
 }
 
 #[test]
-fn a_killed_or_hung_worker_fails_its_job_and_the_pool_carries_on() {
-    if !have_glslang("a_killed_or_hung_worker_fails_its_job_and_the_pool_carries_on") {
+fn a_killed_worker_fails_its_job_and_the_pool_carries_on() {
+    if !have_glslang("a_killed_worker_fails_its_job_and_the_pool_carries_on") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let pidfile = tmp.path().join("worker.pid");
     let script = wrapper(tmp.path(), &pidfile);
-    let d = Daemon::start(&[
-        "--glslang",
-        script.to_str().unwrap(),
-        "--compile-timeout",
-        "1",
-        "--compile-jobs",
-        "2",
-    ]);
-    // Crash: the test kills the worker while it runs.
+    let d = Daemon::start(&["--glslang", script.to_str().unwrap(), "--compile-jobs", "2"]);
+    // The test kills the worker while it runs.
     let socket = d.socket.clone();
     let crashing = std::thread::spawn(move || {
         Client::connect(&socket)
@@ -131,7 +124,7 @@ fn a_killed_or_hung_worker_fails_its_job_and_the_pool_carries_on() {
             .compile_one(&glslang_request("SPARK_TEST_CRASH"))
             .unwrap()
     });
-    assert!(eventually(Duration::from_secs(10), || pidfile.exists()));
+    assert!(eventually(Duration::from_secs(30), || pidfile.exists()));
     let pid = std::fs::read_to_string(&pidfile).unwrap();
     // Other compiles carry on while that worker is stuck.
     let c = d.client();
@@ -154,7 +147,33 @@ fn a_killed_or_hung_worker_fails_its_job_and_the_pool_carries_on() {
         "{:?}",
         crashed.diagnostics
     );
-    // Hang: stopped at the timeout, with an error that says so.
+    // Not cached, and the pool still compiles with a new worker per job.
+    let after = c.compile_one(&glslang_request("after")).unwrap();
+    ok(&after);
+    assert_eq!(after.origin, Origin::Fresh);
+    let s = c.compile_stats().unwrap();
+    assert_eq!(
+        (s.worker_crashes, s.timeouts, s.compiles),
+        (1, 0, 2),
+        "{s:?}"
+    );
+    assert_eq!((s.running, s.queue_depth), (0, 0));
+}
+
+#[test]
+fn a_hung_worker_is_stopped_at_the_timeout_and_the_pool_carries_on() {
+    if !have_glslang("a_hung_worker_is_stopped_at_the_timeout_and_the_pool_carries_on") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let script = wrapper(tmp.path(), &tmp.path().join("unused.pid"));
+    let d = Daemon::start(&[
+        "--glslang",
+        script.to_str().unwrap(),
+        "--compile-timeout",
+        "1",
+    ]);
+    let c = d.client();
     let hung = c.compile_one(&glslang_request("SPARK_TEST_HANG")).unwrap();
     assert_eq!(hung.status, ResultStatus::Failed);
     assert!(
@@ -168,14 +187,21 @@ fn a_killed_or_hung_worker_fails_its_job_and_the_pool_carries_on() {
         (again.status, again.origin),
         (ResultStatus::Failed, Origin::Fresh)
     );
-    // The pool still compiles, with a new worker per job.
-    let after = c.compile_one(&glslang_request("after")).unwrap();
-    ok(&after);
-    assert_eq!(after.origin, Origin::Fresh);
+    // The daemon and the pool carry on (an in-process compile: milliseconds, far inside the 1 s limit even on
+    // a loaded machine, where a glslangValidator process start might not be).
+    let naga = c
+        .compile_one(&request(
+            "blur.wgsl",
+            Language::Wgsl,
+            Stage::Compute,
+            Target::SpirV,
+        ))
+        .unwrap();
+    ok(&naga);
     let s = c.compile_stats().unwrap();
     assert_eq!(
-        (s.worker_crashes, s.timeouts, s.compiles),
-        (1, 2, 2),
+        (s.timeouts, s.worker_crashes, s.compiles),
+        (2, 0, 1),
         "{s:?}"
     );
     assert_eq!((s.running, s.queue_depth), (0, 0));
