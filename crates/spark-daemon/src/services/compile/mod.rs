@@ -113,6 +113,20 @@ impl CompileService {
                 )
             })?
         };
+        if n == 1 {
+            // One permutation (the common editor request): answered from this task, without the per-result
+            // tasks and the collector a batch needs; a warm hit then costs no task hop.
+            let p = prepared.into_iter().next().expect("one permutation");
+            let payload = encode_result(self.run_one(0, p).await);
+            let (tx, parts) = mpsc::channel(2);
+            let end = spark_proto::blob_checksum(&payload);
+            let _ = tx.try_send(StreamPart::Chunk(payload));
+            let _ = tx.try_send(StreamPart::End(end));
+            return Ok(Reply::Stream {
+                first: Box::new(CompileAccepted { permutations: 1 }),
+                parts,
+            });
+        }
         let (done_tx, mut done_rx) = mpsc::channel::<Bytes>(n);
         for (index, p) in prepared.into_iter().enumerate() {
             let (svc, done_tx) = (self.clone(), done_tx.clone());
