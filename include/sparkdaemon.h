@@ -125,6 +125,53 @@ typedef struct SparkShaderCacheStats {
   uint64_t misses;
 } SparkShaderCacheStats;
 
+// What to compile: borrowed from the caller for the duration of the call. Enumerations are the protocol's
+// bytes (docs/protocol.md §12): language 1 WGSL, 2 GLSL, 3 HLSL; stage 1 vertex, 2 fragment, 3 compute;
+// target 1 SPIR-V, 2 MSL, 3 HLSL, 4 GLSL; backend 0 auto, 1 naga, 2 glslang.
+typedef struct SparkCompileDesc {
+  uint8_t language;
+  uint8_t stage;
+  uint8_t target;
+  uint8_t backend;
+  // Bit 0: debug info.
+  uint8_t flags;
+  // `major << 8 | minor`; 0 = the backend's default.
+  uint16_t spirv_version;
+  // NUL-terminated UTF-8; NULL means `main`.
+  const char *entry;
+  // NUL-terminated UTF-8 source text.
+  const char *source;
+  // `define_count` NUL-terminated strings, `NAME` or `NAME=VALUE`; NULL when the count is 0.
+  const char *const *defines;
+  size_t define_count;
+  // `include_dir_count` absolute directories; NULL when the count is 0.
+  const char *const *include_dirs;
+  size_t include_dir_count;
+} SparkCompileDesc;
+
+// A compile's outcome; owned by the caller until [`spark_compile_result_free`]. Strings are never NULL after
+// `SPARK_STATUS_OK`.
+typedef struct SparkCompileResult {
+  // 0 ok, 1 compile error (see `diagnostics`), 2 failed (did not run to an answer; see `diagnostics`).
+  uint8_t status;
+  // 0 fresh, 1 cache hit, 2 joined a compile in flight (as the daemon or local tier saw it).
+  uint8_t origin;
+  // 0 the daemon, 1 the local compile cache, 2 compiled in this process.
+  uint8_t source;
+  // The BLAKE3 cache key.
+  uint8_t key[32];
+  // Backend identity and version, e.g. `naga 25.0.1`.
+  char *compiler;
+  // One diagnostic per line, like a compiler: `file:line:column: error: message`.
+  char *diagnostics;
+  // The compiled bytes (SPIR-V words little-endian, or text); empty unless `status` is 0.
+  struct SparkBuffer output;
+  // Compute shaders: the workgroup size; zeros otherwise.
+  uint32_t workgroup_size[3];
+  // Resource bindings the entry point uses.
+  uint32_t binding_count;
+} SparkCompileResult;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -353,6 +400,31 @@ enum SparkStatus spark_shader_cache_stats(const struct SparkShaderCache *cache,
 // # Safety
 // `shader` is NULL or points to a `SparkCompiledShader` filled by this library and not freed yet.
 void spark_compiled_shader_free(struct SparkCompiledShader *shader);
+
+// Compiles through the process-wide daemon connection (no local fallback: see
+// [`spark_shader_cache_get_or_compile`] for that). `SPARK_STATUS_OK` with `out` filled (a compile error is
+// `OK` with `out->status` 1), `SPARK_STATUS_NOT_CONNECTED` without a daemon.
+//
+// # Safety
+// `desc` is valid as documented on [`SparkCompileDesc`]; `out` is valid for writing a `SparkCompileResult`.
+enum SparkStatus spark_compile(const struct SparkCompileDesc *desc,
+                               struct SparkCompileResult *out);
+
+// Compiles through the tiered cache: the daemon when attached and reachable, else the local compile cache,
+// else naga in this process (so no daemon means slower, never broken). Always `SPARK_STATUS_OK` for a valid
+// request; see `out->status` and `out->source`.
+//
+// # Safety
+// `cache` is an open cache; `desc` and `out` as for [`spark_compile`].
+enum SparkStatus spark_shader_cache_get_or_compile(const struct SparkShaderCache *cache,
+                                                   const struct SparkCompileDesc *desc,
+                                                   struct SparkCompileResult *out);
+
+// Releases what a [`SparkCompileResult`] holds and empties it. NULL, or an empty result, is fine.
+//
+// # Safety
+// `r` is NULL or a result filled by this library and not freed since.
+void spark_compile_result_free(struct SparkCompileResult *r);
 
 // Takes the next server event (protocol §4.4: frames the daemon sends on its own, `type >= 0x8000`),
 // waiting up to `timeout_ms` for one (0: only what has already arrived; an engine can call this once a

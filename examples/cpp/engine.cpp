@@ -1,16 +1,21 @@
 // A toy C++17 "engine" using libsparkdaemon the way a real one would: settings from SPARK_DAEMON_* at start-up,
 // a tiered shader cache (its own local directory, the shared daemon in front), shutdown in reverse order.
 //
-//   engine NAME CACHE_DIR [--shaders N] [--pause]
+//   engine NAME CACHE_DIR [--shaders N] [--pause] [--real-shaders DIR]
 //
 // It "compiles" N shaders with a deterministic fake compiler, so an instance that gets a shader from a cache
 // checks it is exactly what it would have compiled (bytecode, entry point, warnings, reflection). With
 // --pause it stops after the first pass, waits for a line on stdin, then runs a second pass: the test suite
 // kills the daemon in between to show the engine carrying on from its local cache.
 //
+// With --real-shaders it also compiles the GLSL and WGSL files in DIR (examples/cpp/shaders) through
+// spark_shader_cache_get_or_compile: the daemon compiles each once for every engine process; without a
+// daemon the engine compiles them itself (naga, in process) and keeps them in its local cache.
+//
 // Output lines (checked by scripts/test.d/cpp.sh):
 //   [NAME] daemon: connected pid=P | [NAME] daemon: not connected (...)
 //   [NAME] pass K: compiled=X cached=Y events=E
+//   [NAME] real shaders: ok=N daemon_fresh=F daemon_hits=H local_cache=L local_compile=C
 //   [NAME] summary: compiled=X verified=Y daemon_hits=A local_hits=B misses=C daemon_errors=D
 
 #include <sparkdaemon.h>
@@ -146,6 +151,66 @@ uint32_t drain_events() {
     }
 }
 
+std::string read_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return {};
+    std::string s;
+    char buf[4096];
+    size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+
+// Compiles the real shaders of `shader_dir` through the tiered cache; returns false on any failure.
+bool real_shaders(const std::string& name, const std::string& cache_dir, const std::string& shader_dir) {
+    struct Job {
+        const char* file;
+        uint8_t language, stage;  // protocol bytes: GLSL 2, WGSL 1; vertex 1, fragment 2, compute 3
+        std::vector<const char*> defines;
+    };
+    const std::vector<Job> jobs = {
+        {"sky.vert", 2, 1, {}},
+        {"sky.frag", 2, 2, {"EXPOSURE=1.5"}},
+        {"particles.wgsl", 1, 3, {}},
+        {"post.wgsl", 1, 2, {}},
+    };
+    SparkShaderCache* cache = spark_shader_cache_open((cache_dir + "/compiled").c_str(), true);
+    if (!cache) return false;
+    const char* include_dirs[] = {shader_dir.c_str()};
+    uint32_t ok = 0, fresh = 0, hits = 0, local_cache = 0, local_compile = 0;
+    for (const Job& j : jobs) {
+        const std::string source = read_file(shader_dir + "/" + j.file);
+        SparkCompileDesc d{};
+        d.language = j.language;
+        d.stage = j.stage;
+        d.target = 1;  // SPIR-V
+        d.source = source.c_str();
+        d.defines = j.defines.data();
+        d.define_count = j.defines.size();
+        d.include_dirs = include_dirs;
+        d.include_dir_count = 1;
+        SparkCompileResult r{};
+        const SparkStatus st = spark_shader_cache_get_or_compile(cache, &d, &r);
+        const bool spirv = r.output.len >= 4 && r.output.data[0] == 0x03 && r.output.data[1] == 0x02 &&
+                           r.output.data[2] == 0x23 && r.output.data[3] == 0x07;
+        if (st != SPARK_STATUS_OK || r.status != 0 || !spirv) {
+            std::fprintf(stderr, "[%s] %s: status %d/%u: %s\n", name.c_str(), j.file, st, r.status,
+                         r.diagnostics ? r.diagnostics : spark_last_error());
+        } else {
+            ++ok;
+            if (r.source == 0) (r.origin == 0 ? fresh : hits)++;
+            if (r.source == 1) ++local_cache;
+            if (r.source == 2) ++local_compile;
+        }
+        spark_compile_result_free(&r);
+    }
+    spark_shader_cache_close(cache);
+    std::printf("[%s] real shaders: ok=%u daemon_fresh=%u daemon_hits=%u local_cache=%u local_compile=%u\n",
+                name.c_str(), ok, fresh, hits, local_cache, local_compile);
+    return ok == jobs.size();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -157,11 +222,14 @@ int main(int argc, char** argv) {
     const std::string dir = argv[2];
     uint32_t count = 8;
     bool pause = false;
+    std::string shader_dir;
     for (int i = 3; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--shaders") && i + 1 < argc) {
             count = static_cast<uint32_t>(std::stoul(argv[++i]));
         } else if (!std::strcmp(argv[i], "--pause")) {
             pause = true;
+        } else if (!std::strcmp(argv[i], "--real-shaders") && i + 1 < argc) {
+            shader_dir = argv[++i];
         }
     }
 
@@ -219,6 +287,7 @@ int main(int argc, char** argv) {
         }
         st = cache.stats();
     }  // the cache detaches here, before the connection shuts down
+    if (!shader_dir.empty() && !real_shaders(name, dir, shader_dir)) return 1;
 
     spark_shutdown();
     spark_shutdown();  // idempotent

@@ -6,6 +6,9 @@
 #   B  a separate process with its own empty local cache: every shader is a daemon hit, metadata intact;
 #   C  daemon disabled: exactly a plain local disk cache (compiles, then local hits on a second run);
 #   D  the daemon is SIGKILLed mid-session: the engine carries on from its local cache (no SIGPIPE death).
+# Each also compiles the real GLSL/WGSL shaders of examples/cpp/shaders through spark_shader_cache_get_or_compile:
+# A has the daemon compile them, B gets the daemon's cached results, C compiles them in process (no daemon)
+# and then hits its local cache, D finds them in its local cache once the daemon is gone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -52,35 +55,40 @@ if ldd "$tmp/engine-static" | grep -q sparkdaemon; then fail "the static build s
 export XDG_CACHE_HOME="$tmp/xdg-cache"
 unset SPARK_DAEMON_ENABLED SPARK_DAEMON_SOCKET SPARK_DAEMON_AUTO_SPAWN SPARK_DAEMON_BIN
 on=(env SPARK_DAEMON_ENABLED=1 SPARK_DAEMON_SOCKET="$sock")
+real=(--real-shaders "$root/examples/cpp/shaders")
 
 echo "A: auto-spawns the daemon, compiles and stores"
 "${on[@]}" SPARK_DAEMON_AUTO_SPAWN=1 SPARK_DAEMON_BIN="$root/target/debug/sparkd" \
-  "$tmp/engine-shared" A "$tmp/cache-a" > "$tmp/a.out"
+  "$tmp/engine-shared" A "$tmp/cache-a" "${real[@]}" > "$tmp/a.out"
 cat "$tmp/a.out"
 expect "$tmp/a.out" "[A] daemon: connected pid="
 expect "$tmp/a.out" "[A] assets: ok"
 expect "$tmp/a.out" "[A] summary: compiled=8 verified=0 daemon_hits=0 local_hits=0 misses=8"
+expect "$tmp/a.out" "[A] real shaders: ok=4 daemon_fresh=4 daemon_hits=0 local_cache=0 local_compile=0"
 [ -S "$sock" ] || fail "no daemon socket after auto-spawn"
 
 echo "B: another process (static build), empty local cache: hits what A stored"
-"${on[@]}" "$tmp/engine-static" B "$tmp/cache-b" > "$tmp/b.out"
+"${on[@]}" "$tmp/engine-static" B "$tmp/cache-b" "${real[@]}" > "$tmp/b.out"
 cat "$tmp/b.out"
 expect "$tmp/b.out" "[B] daemon: connected pid="
 a_pid=$(sed -n 's/.*daemon: connected pid=\([0-9]*\).*/\1/p' "$tmp/a.out")
 expect "$tmp/b.out" "connected pid=$a_pid"
 expect "$tmp/b.out" "[B] summary: compiled=0 verified=8 daemon_hits=8 local_hits=0 misses=0"
+expect "$tmp/b.out" "[B] real shaders: ok=4 daemon_fresh=0 daemon_hits=4 local_cache=0 local_compile=0"
 
 echo "C: daemon disabled (the default): a plain local disk cache"
-"$tmp/engine-shared" C "$tmp/cache-c" > "$tmp/c1.out"
-"$tmp/engine-static" C "$tmp/cache-c" > "$tmp/c2.out"
+"$tmp/engine-shared" C "$tmp/cache-c" "${real[@]}" > "$tmp/c1.out"
+"$tmp/engine-static" C "$tmp/cache-c" "${real[@]}" > "$tmp/c2.out"
 cat "$tmp/c1.out" "$tmp/c2.out"
 expect "$tmp/c1.out" "[C] daemon: not connected"
 expect "$tmp/c1.out" "[C] summary: compiled=8 verified=0 daemon_hits=0 local_hits=0 misses=8"
 expect "$tmp/c2.out" "[C] summary: compiled=0 verified=8 daemon_hits=0 local_hits=8 misses=0"
+expect "$tmp/c1.out" "[C] real shaders: ok=4 daemon_fresh=0 daemon_hits=0 local_cache=0 local_compile=4"
+expect "$tmp/c2.out" "[C] real shaders: ok=4 daemon_fresh=0 daemon_hits=0 local_cache=4 local_compile=0"
 
 echo "D: the daemon is killed mid-session"
 mkfifo "$tmp/d.in"
-"${on[@]}" "$tmp/engine-shared" D "$tmp/cache-a" --pause < "$tmp/d.in" > "$tmp/d.out" &
+"${on[@]}" "$tmp/engine-shared" D "$tmp/cache-a" --pause "${real[@]}" < "$tmp/d.in" > "$tmp/d.out" &
 d_pid=$!
 exec 3>"$tmp/d.in"
 for _ in $(seq 600); do grep -qF "[D] paused" "$tmp/d.out" && break; sleep 0.05; done
@@ -96,5 +104,6 @@ cat "$tmp/d.out"
 expect "$tmp/d.out" "[D] pass 1: compiled=0 cached=8"
 expect "$tmp/d.out" "[D] pass 2: compiled=0 cached=8 events=0"  # polling a dead daemon is just no event
 expect "$tmp/d.out" "daemon_hits=8 local_hits=8 misses=0"
+expect "$tmp/d.out" "[D] real shaders: ok=4 daemon_fresh=0 daemon_hits=0 local_cache=4 local_compile=0"
 
 echo "C++ engine example: 6 runs passed"

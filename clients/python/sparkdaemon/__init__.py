@@ -17,7 +17,8 @@ Modules: :mod:`sparkdaemon.protocol` (pure frame and message codecs, no I/O), :m
 socket client), :mod:`sparkdaemon.errors` (exceptions).
 """
 
-from . import protocol
+from . import protocol  # first: it loads compile_messages, which builds on it
+from . import compile_messages  # noqa: I001
 from .client import (
     DEFAULT_TIMEOUT,
     AssetCache,
@@ -60,5 +61,6 @@ __all__ = [
     "TransportError",
     "connect",
     "default_socket_path",
+    "compile_messages",
     "protocol",
 ]

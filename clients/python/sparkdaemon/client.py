@@ -29,6 +29,7 @@ import weakref
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
 
 from . import protocol as p
+from .compile_client import CompileApi
 from .errors import (
     DaemonError,
     DaemonNotRunning,
@@ -756,7 +757,7 @@ class _ControlApi:
         return self._submit(_Raw(service, msg_type, bytes(payload)))
 
 
-class Client(_ControlApi):
+class Client(_ControlApi, CompileApi):
     """A connection to ``sparkd``.
 
     Args:

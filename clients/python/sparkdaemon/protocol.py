@@ -57,7 +57,7 @@ MAX_ASSET_PATH = 4096
 SERVICE_CONTROL = 0x0001
 SERVICE_SHADER = 0x0002
 SERVICE_ASSET = 0x0003
-SERVICE_COMPILE = 0x0004  # reserved
+SERVICE_COMPILE = 0x0004
 SERVICE_COLLAB = 0x0005  # reserved
 SERVICE_BUILD = 0x0006  # reserved
 SERVICE_WATCH = 0x0007
@@ -1181,7 +1181,22 @@ from .watch_messages import WATCH_MESSAGES  # noqa: E402
 
 _ASSET_MESSAGES.update({c.TYPE: c for c in ASSET_PIPELINE_MESSAGES})
 
+# The Compile service's messages live in their own module (this one is long enough); re-exported here so the
+# protocol module names every message.
+from .compile_messages import (  # noqa: E402
+    CompileAccepted,
+    CompileRequest,
+    CompileResult,
+    CompileStats,
+    CompileStatsRequest,
+)
+
+_COMPILE_MESSAGES: Dict[int, Type[Message]] = {
+    c.TYPE: c for c in (CompileRequest, CompileAccepted, CompileResult, CompileStatsRequest, CompileStats)
+}
+
 _BY_SERVICE: Dict[int, Dict[int, Type[Message]]] = {
+    SERVICE_COMPILE: _COMPILE_MESSAGES,
     SERVICE_CONTROL: _CONTROL_MESSAGES,
     SERVICE_SHADER: _SHADER_MESSAGES,
     SERVICE_ASSET: _ASSET_MESSAGES,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sparkdaemon import compile_messages as cm
 from sparkdaemon import protocol as p
 from sparkdaemon.errors import FrameTooLarge, ProtocolError, Truncated
 
@@ -66,6 +67,37 @@ def list_response(f):
             p.WatchRoot(r["root"], r["flags"], r["subscribers"], r["watches"], r["files"], r["seq"], r["rescans"])
             for r in f["roots"]
         ]
+    )
+
+
+def compile_request(f):
+    return p.CompileRequest(
+        cm.LANGUAGES[f["language"]],
+        cm.STAGES[f["stage"]],
+        cm.TARGETS[f["target"]],
+        cm.BACKENDS[f["backend"]],
+        f["flags"],
+        f["spirv_version"],
+        f["entry"],
+        f["include_dirs"],
+        [(m["path"], m["content"]) for m in f["include_map"]],
+        f["permutations"],
+        f["source"],
+    )
+
+
+def compile_result(f):
+    return p.CompileResult(
+        f["index"],
+        f["status"],
+        f["origin"],
+        bytes.fromhex(f["key"]),
+        f["compiler"],
+        f["entry"],
+        tuple(f["workgroup_size"]),
+        [(b["set"], b["binding"], b["kind"]) for b in f["bindings"]],
+        [cm.Diagnostic(d["severity"], d["file"], d["line"], d["column"], d["message"]) for d in f["diagnostics"]],
+        data({"data": f["output"]}),
     )
 
 
@@ -158,6 +190,14 @@ BUILD = {
     "WatchEnded": (
         p.WatchEnded,
         lambda f: p.WatchEnded(f["subscription"], f["root"], f["reason"], f["message"]),
+    ),
+    "CompileRequest": (p.CompileRequest, compile_request),
+    "CompileAccepted": (p.CompileAccepted, lambda f: p.CompileAccepted(f["permutations"])),
+    "CompileResult": (p.CompileResult, compile_result),
+    "CompileStatsRequest": (p.CompileStatsRequest, lambda f: p.CompileStatsRequest()),
+    "CompileStats": (
+        p.CompileStats,
+        lambda f: p.CompileStats(**{k: f[k] for k in cm.COMPILE_STATS_FIELDS}),
     ),
 }
 

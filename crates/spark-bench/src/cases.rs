@@ -28,6 +28,7 @@ pub struct Results {
     pub watch: Option<crate::watch::WatchResult>,
     /// Why the watch group was skipped.
     pub watch_note: Option<String>,
+    pub compile: Option<crate::compile::CompileBench>,
 }
 
 pub struct RssReading {

@@ -65,6 +65,7 @@ pub fn json_report(
             "sparkd_setup_s": w.sparkd_setup_s, "watchman_setup_s": w.watchman_setup_s,
         })),
         "watch_note": res.watch_note,
+        "compile": res.compile.as_ref().map(crate::compile::json),
         "targets": targets.iter().map(|t| json!({
             "name": t.name, "measured": t.measured, "goal": t.goal,
             "at_least": t.at_least, "unit": t.unit.trim(), "result": t.verdict(), "note": t.note,

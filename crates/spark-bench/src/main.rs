@@ -8,6 +8,7 @@
 
 mod args;
 mod cases;
+mod compile;
 mod floor;
 mod groups;
 mod json;
@@ -89,6 +90,7 @@ fn run(a: &Args) -> Result<()> {
             }
         }
     }
+    res.compile = compile::run(&cx)?;
 
     let load = Load {
         before: load_before,

@@ -70,6 +70,9 @@ pub fn print_report(a: &Args, counts: &Counts, res: &Results, targets: &[Target]
     case_rows(res);
     memory_lines(res);
     watch_lines(res);
+    if let Some(c) = &res.compile {
+        crate::compile::print(c);
+    }
     target_table(targets);
 }
 

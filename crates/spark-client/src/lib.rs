@@ -8,16 +8,20 @@
 //!   lock). Hello on connect, typed requests, pipelining, one-way sends.
 //! - [`CacheClient`]: the typed Shader and Asset caches ([`Client::shader`], [`Client::asset`]), with large
 //!   blobs streamed transparently.
+//! - Shader compilation in the daemon: [`Client::compile`], [`Client::compile_each`] (results as they
+//!   complete), [`Client::compile_stats`].
 //! - [`Event`]s the daemon sends on its own ([`Client::events`], [`Client::next_event`]).
 //! - [`Error`] tells apart a daemon that is not running, a transport failure, a protocol violation, an
 //!   ErrorResponse from the daemon and a failing local reader or writer.
 //! - [`transport`]: the seam between framing and the OS (Unix sockets; Windows named pipes to come).
 //! - [`DaemonConnection`] and [`DaemonConfig`]: the engine lifecycle — the process-wide connection,
 //!   `SPARK_DAEMON_*` settings, a free [`try_connect`], auto-spawn, reconnect after a daemon restart.
-//! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it.
+//! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it, and
+//!   [`TieredShaderCache::get_or_compile`]: daemon compile first, else local cache, else naga in process.
 
 mod cache;
 mod client;
+mod compile;
 mod conn;
 mod error;
 mod event;
@@ -26,6 +30,7 @@ pub mod lifecycle;
 mod platform;
 mod pool;
 pub mod tiered;
+mod tiered_compile;
 pub mod transport;
 pub mod watch;
 
@@ -37,11 +42,16 @@ pub use import::{ImportSpec, Imported, asset_invalidated};
 pub use lifecycle::{DaemonConfig, DaemonConnection, SpawnError, connect_or_spawn, try_connect};
 pub use spark_proto;
 pub use spark_proto::cache::{AssetKey, CacheStats, ShaderKey};
+pub use spark_proto::compile::{
+    CompileRequest, CompileResult, CompileStats, Diagnostic, Language, Origin, ResultStatus, Stage,
+    Target,
+};
 pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, VersionResponse};
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
 };
 pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
+pub use tiered_compile::{CompileSource, TieredCompile};
 
 /// The default socket path for this user (same rule as the daemon's).
 pub fn default_socket_path() -> std::path::PathBuf {

@@ -201,14 +201,20 @@ impl LocalShaderCache {
     }
 
     fn store_encoded(&self, key: &ShaderKey, bytes: &[u8]) -> std::io::Result<()> {
-        let path = self.path_for(key);
-        let mut tmp = tempfile_in(&self.dir)?;
-        tmp.1.write_all(bytes)?;
-        drop(tmp.1);
-        std::fs::rename(&tmp.0, &path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp.0);
-        })
+        write_atomically(&self.path_for(key), bytes)
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file in its directory and a rename: readers see the old
+/// file or the new one, never a torn one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(bytes)?;
+    drop(tmp.1);
+    std::fs::rename(&tmp.0, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp.0);
+    })
 }
 
 /// A uniquely named temporary file in `dir` (pid and a counter keep concurrent writers apart).
@@ -288,6 +294,10 @@ impl TieredShaderCache {
     /// Attaches or (with `None`) detaches the daemon. Engines detach before shutting the connection down.
     pub fn set_daemon(&self, daemon: Option<Arc<DaemonConnection>>) {
         *self.daemon.lock().unwrap_or_else(|e| e.into_inner()) = daemon;
+    }
+
+    pub(crate) fn daemon_connection(&self) -> Option<Arc<DaemonConnection>> {
+        self.daemon()
     }
 
     fn daemon(&self) -> Option<Arc<DaemonConnection>> {

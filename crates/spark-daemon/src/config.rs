@@ -9,6 +9,7 @@ use clap::Parser;
 use spark_store::{Durability, StoreConfig};
 
 use crate::namespaces::{NamespaceConfig, decl};
+use crate::services::compile::{CompileConfig, default_jobs};
 
 const MB: u64 = 1024 * 1024;
 
@@ -97,6 +98,21 @@ pub struct Args {
     /// watches are released
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub watch_grace_secs: u64,
+    /// Compile jobs run at once (the Compile service's pool) [default: cores - 1, at least 1]
+    #[arg(long, value_name = "N")]
+    pub compile_jobs: Option<usize>,
+
+    /// Seconds one compile job may run before its worker is stopped and the request gets an error
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub compile_timeout: u64,
+
+    /// The glslangValidator executable (Debian package glslang-tools); looked up on PATH by default
+    #[arg(long, value_name = "PATH", default_value = "glslangValidator")]
+    pub glslang: PathBuf,
+
+    /// Largest source plus included files one compile request may bring, in KiB
+    #[arg(long, value_name = "KB", default_value_t = 4096)]
+    pub compile_max_input_kb: usize,
 
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
@@ -115,6 +131,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub exit_with_sponsors: bool,
     pub watch: crate::services::watch::WatchConfig,
+    /// The Compile service's pool, timeout, backends and limits.
+    pub compile: CompileConfig,
 }
 
 impl Config {
@@ -160,6 +178,12 @@ impl Config {
             watch: crate::services::watch::WatchConfig {
                 settle: Duration::from_millis(a.watch_settle_ms.max(1)),
                 grace: Duration::from_secs(a.watch_grace_secs),
+            },
+            compile: CompileConfig {
+                jobs: a.compile_jobs.unwrap_or_else(default_jobs).max(1),
+                timeout: Duration::from_secs(a.compile_timeout.max(1)),
+                glslang: a.glslang.clone(),
+                max_input: a.compile_max_input_kb.saturating_mul(1024),
             },
         })
     }
@@ -275,9 +299,15 @@ mod tests {
     #[test]
     fn memory_is_split_evenly_unless_shares_say_otherwise() {
         let c = Config::from_args(&args(&[])).unwrap();
-        assert_eq!(budgets(&c), [("shader", 50), ("asset", 50)]);
+        assert_eq!(
+            budgets(&c),
+            [("shader", 33), ("asset", 33), ("compile", 33)]
+        );
         let c = Config::from_args(&args(&["--memory-share", "shader=70"])).unwrap();
-        assert_eq!(budgets(&c), [("shader", 70), ("asset", 30)]);
+        assert_eq!(
+            budgets(&c),
+            [("shader", 70), ("asset", 15), ("compile", 15)]
+        );
         let c = Config::from_args(&args(&[
             "--memory-share",
             "asset=10",
@@ -285,7 +315,10 @@ mod tests {
             "shader=20",
         ]))
         .unwrap();
-        assert_eq!(budgets(&c), [("shader", 20), ("asset", 10)]);
+        assert_eq!(
+            budgets(&c),
+            [("shader", 20), ("asset", 10), ("compile", 70)]
+        );
     }
 
     #[test]

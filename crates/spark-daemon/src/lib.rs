@@ -9,6 +9,7 @@
 //! - [`registry`]: the [`registry::Service`] trait, what handlers get and return, the id → service table;
 //! - [`namespaces`]: the named stores every front end uses, with single-flight fills;
 //! - [`services`]: one folder per service (`control`, `shader`, `asset`, `watch`);
+//! - [`services`]: one folder per service (`control`, `shader`, `asset`, `compile`);
 //! - [`state`]: what every connection shares; [`platform`]: process liveness and signals.
 
 pub mod config;
@@ -29,20 +30,21 @@ pub use config::{Args, Config};
 use namespaces::Namespaces;
 
 /// Builds the service table over the namespaces. Adding a service is one `register` line here.
-pub fn build_registry(
-    namespaces: &Arc<Namespaces>,
-    watch: services::watch::WatchConfig,
-) -> registry::Registry {
+pub fn build_registry(namespaces: &Arc<Namespaces>, config: &Config) -> registry::Registry {
     let mut reg = registry::Registry::default();
     reg.register(Arc::new(services::shader::shader_service(
         namespaces.expect("shader"),
     )));
-    let watch = Arc::new(services::watch::WatchService::new(watch));
+    let watch = Arc::new(services::watch::WatchService::new(config.watch));
     reg.register(Arc::new(services::asset::asset_service(
         namespaces.expect("asset"),
         watch.shared(),
     )));
     reg.register(watch);
+    reg.register(Arc::new(services::compile::CompileService::new(
+        namespaces.expect("compile"),
+        &config.compile,
+    )));
     #[cfg(feature = "test-services")]
     services::testing::register_if_asked(&mut reg);
     // Control reports every other service, so it is registered last.
@@ -63,7 +65,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         OwnershipError::Other(e) => RunError::Fatal(e),
     })?;
     let namespaces = Arc::new(Namespaces::open(&config.namespaces).map_err(RunError::Fatal)?);
-    let registry = Arc::new(build_registry(&namespaces, config.watch));
+    let registry = Arc::new(build_registry(&namespaces, &config));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sparkd")

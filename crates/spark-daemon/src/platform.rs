@@ -63,3 +63,40 @@ pub fn spawn_signal_handlers(state: &Arc<ServerState>) {
         }
     });
 }
+
+/// Lowers the calling thread's CPU priority to `nice` (Linux nice values are per thread), best effort: a
+/// compile thread that cannot be niced still compiles.
+#[cfg(unix)]
+pub fn lower_thread_priority(nice: i32) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::debug!("cannot lower the compile thread's priority: {e}");
+    }
+}
+
+#[cfg(not(unix))]
+pub fn lower_thread_priority(_nice: i32) {}
+
+/// Lowers process `pid`'s CPU priority to `nice`, best effort (a compile worker just started).
+#[cfg(unix)]
+pub fn lower_process_priority(pid: u32, nice: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32)
+        && let Err(e) = rustix::process::setpriority_process(Some(p), nice)
+    {
+        tracing::debug!("cannot lower worker {pid}'s priority: {e}");
+    }
+}
+
+#[cfg(not(unix))]
+pub fn lower_process_priority(_pid: u32, _nice: i32) {}
+
+/// The signal that ended a child, if one did.
+#[cfg(unix)]
+pub fn exit_signal(status: &std::process::ExitStatus) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(status)
+}
+
+#[cfg(not(unix))]
+pub fn exit_signal(_status: &std::process::ExitStatus) -> Option<i32> {
+    None
+}

@@ -14,6 +14,8 @@
 //! caller's pointers), `connection` (lifecycle and Control), `caches` (daemon caches), `import` (the asset pipeline's
 //! single-flight imports and dependencies), `tiered` (the
 //! tiered shader cache), `events` (server events). Everything C sees is re-exported at the crate root.
+//! caller's pointers), `connection` (lifecycle and Control), `caches` (daemon caches), `tiered` (the
+//! tiered shader cache), `compile` (shader compilation: daemon or tiered), `events` (server events). Everything C sees is re-exported at the crate root.
 
 // Declared in the order the header presents them (cbindgen follows declaration order): basics first.
 mod status;
@@ -28,9 +30,12 @@ mod import;
 
 mod tiered;
 
+mod compile;
+
 mod events;
 
 pub use caches::*;
+pub use compile::*;
 pub use connection::*;
 pub use events::*;
 pub use import::*;

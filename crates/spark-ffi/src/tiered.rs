@@ -109,7 +109,7 @@ pub unsafe extern "C" fn spark_shader_cache_close(cache: *mut SparkShaderCache) 
 
 /// # Safety
 /// `cache` is NULL or an open cache that outlives `'a`.
-unsafe fn cache_ref<'a>(
+pub(crate) unsafe fn cache_ref<'a>(
     cache: *const SparkShaderCache,
 ) -> Result<&'a TieredShaderCache, SparkStatus> {
     if cache.is_null() {

@@ -111,3 +111,28 @@ pub fn put_list_str16(out: &mut BytesMut, v: &[String]) {
         put_str16(out, s);
     }
 }
+
+impl Reader<'_> {
+    /// A byte string with a `u32` length prefix, without copying.
+    pub fn bytes32(&mut self) -> Result<Bytes, ProtoError> {
+        let n = self.u32()? as usize;
+        if n > self.remaining() {
+            return Err(ProtoError::Truncated);
+        }
+        let start = self.buf.len() - self.remaining();
+        let b = self.buf.slice(start..start + n);
+        self.pos += n;
+        Ok(b)
+    }
+    /// A string with a `u32` byte-length prefix (shader sources can exceed 64 KiB); must be UTF-8.
+    pub fn str32(&mut self) -> Result<String, ProtoError> {
+        let b = self.bytes32()?;
+        String::from_utf8(b.to_vec()).map_err(|_| ProtoError::InvalidUtf8)
+    }
+}
+
+/// Appends a `u32`-length-prefixed byte string.
+pub fn put_bytes32(out: &mut BytesMut, b: &[u8]) {
+    out.put_u32_le(b.len() as u32);
+    out.put_slice(b);
+}

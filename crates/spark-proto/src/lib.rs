@@ -13,6 +13,7 @@
 //!   the EventsLost event);
 //! - [`cache`]: the messages shared by the blob caches (Shader, Asset): get, put, streaming, stats;
 //! - [`watch`]: the Watch service's messages (subscriptions, clocks, change events, queries);
+//! - [`compile`]: the Compile service's request, streamed per-permutation results and stats;
 //! - [`messages`]: the registry of every message ([`messages::ALL`]) and the macro that defines them.
 //!
 //! Design rules the daemon and every client rely on:
@@ -24,6 +25,7 @@
 
 pub mod cache;
 pub mod codec;
+pub mod compile;
 pub mod control;
 pub mod error;
 pub mod frame;
@@ -44,7 +46,7 @@ pub mod service {
     pub const CONTROL: u16 = 0x0001;
     pub const SHADER: u16 = 0x0002;
     pub const ASSET: u16 = 0x0003;
-    /// Reserved: in-daemon shader compilation.
+    /// In-daemon shader compilation ([`crate::compile`]).
     pub const COMPILE: u16 = 0x0004;
     /// Reserved: collaboration broker.
     pub const COLLAB: u16 = 0x0005;

@@ -14,7 +14,8 @@
 /// One message as the protocol defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageInfo {
-    /// `"control"` (service `0x0001`), `"cache"` (the Shader and Asset services share every layout), or `"any"`
+    /// `"control"` (service `0x0001`), `"cache"` (the Shader and Asset services share every layout), `"compile"`
+    /// (service `0x0004`) or `"any"`
     /// (ErrorResponse: every service).
     pub service: &'static str,
     /// The message's name in `docs/protocol.md` and `docs/protocol-vectors.json`. A keyed cache message (see
@@ -52,6 +53,7 @@ const PARTS: &[&[MessageInfo]] = &[
     crate::control::MESSAGES,
     crate::cache::MESSAGES,
     crate::watch::MESSAGES,
+    crate::compile::MESSAGES,
 ];
 
 const COUNT: usize = {

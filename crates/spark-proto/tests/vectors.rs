@@ -8,6 +8,10 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 use spark_proto::cache::*;
+use spark_proto::compile::{
+    Backend, Binding, BindingKind, CompileAccepted, CompileRequest, CompileResult, CompileStats,
+    Diagnostic, IncludeFile, Language, Origin, ResultStatus, Severity, Stage, Target,
+};
 use spark_proto::control::*;
 use spark_proto::messages::{self, MessageInfo};
 use spark_proto::watch::{self as w, Change, ChangeKind};
@@ -78,6 +82,100 @@ fn changes(f: &Value) -> Vec<Change> {
             to: c["to"].as_str().unwrap_or("").to_string(),
         })
         .collect()
+}
+
+fn compile_request(f: &Value) -> CompileRequest {
+    CompileRequest {
+        language: Language::parse(&s(f, "language")).unwrap(),
+        stage: Stage::parse(&s(f, "stage")).unwrap(),
+        target: Target::parse(&s(f, "target")).unwrap(),
+        backend: Backend::parse(&s(f, "backend")).unwrap(),
+        flags: u(f, "flags") as u8,
+        spirv_version: u(f, "spirv_version") as u16,
+        entry: s(f, "entry"),
+        include_dirs: strs(f, "include_dirs"),
+        include_map: f["include_map"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| IncludeFile {
+                path: s(m, "path"),
+                content: s(m, "content"),
+            })
+            .collect(),
+        permutations: f["permutations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect(),
+        source: s(f, "source"),
+    }
+}
+
+fn compile_result(f: &Value) -> CompileResult {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&unhex(&s(f, "key")));
+    let status = match u(f, "status") {
+        0 => ResultStatus::Ok,
+        1 => ResultStatus::CompileError,
+        _ => ResultStatus::Failed,
+    };
+    let origin = match u(f, "origin") {
+        0 => Origin::Fresh,
+        1 => Origin::Hit,
+        _ => Origin::Joined,
+    };
+    let wg = f["workgroup_size"].as_array().unwrap();
+    CompileResult {
+        index: u(f, "index") as u16,
+        status,
+        origin,
+        key,
+        compiler: s(f, "compiler"),
+        entry: s(f, "entry"),
+        workgroup_size: [0, 1, 2].map(|i| wg[i].as_u64().unwrap() as u32),
+        bindings: f["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| Binding {
+                set: u(b, "set") as u32,
+                binding: u(b, "binding") as u32,
+                kind: match u(b, "kind") {
+                    1 => BindingKind::UniformBuffer,
+                    2 => BindingKind::StorageBuffer,
+                    3 => BindingKind::SampledTexture,
+                    4 => BindingKind::StorageTexture,
+                    5 => BindingKind::Sampler,
+                    _ => BindingKind::Other,
+                },
+            })
+            .collect(),
+        diagnostics: f["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| Diagnostic {
+                severity: match u(d, "severity") {
+                    0 => Severity::Error,
+                    1 => Severity::Warning,
+                    _ => Severity::Note,
+                },
+                file: s(d, "file"),
+                line: u(d, "line") as u32,
+                column: u(d, "column") as u32,
+                message: s(d, "message"),
+            })
+            .collect(),
+        output: b(f, "output"),
+    }
 }
 
 fn enc<M: Message>(m: &M) -> Bytes {
@@ -329,6 +427,28 @@ fn build(message: &str, f: &Value) -> Bytes {
             reason: u(f, "reason") as u8,
             message: s(f, "message"),
         }),
+        "CompileRequest" => enc(&compile_request(f)),
+        "CompileAccepted" => enc(&CompileAccepted {
+            permutations: u(f, "permutations") as u16,
+        }),
+        "CompileResult" => enc(&compile_result(f)),
+        "CompileStatsRequest" => enc(&spark_proto::compile::Stats),
+        "CompileStats" => enc(&CompileStats {
+            compiles: u(f, "compiles"),
+            hits: u(f, "hits"),
+            negative_hits: u(f, "negative_hits"),
+            joins: u(f, "joins"),
+            failures: u(f, "failures"),
+            timeouts: u(f, "timeouts"),
+            worker_crashes: u(f, "worker_crashes"),
+            queue_depth: u(f, "queue_depth"),
+            running: u(f, "running"),
+            jobs: u(f, "jobs"),
+            p50_us: u(f, "p50_us"),
+            p90_us: u(f, "p90_us"),
+            p99_us: u(f, "p99_us"),
+            max_us: u(f, "max_us"),
+        }),
         other => panic!("vector names unknown message {other}"),
     }
 }
@@ -394,6 +514,11 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
         "WatchChanges" => rt::<w::Changes>(p),
         "WatchRescan" => rt::<w::Rescan>(p),
         "WatchEnded" => rt::<w::Ended>(p),
+        "CompileRequest" => rt::<CompileRequest>(p),
+        "CompileAccepted" => rt::<CompileAccepted>(p),
+        "CompileResult" => rt::<CompileResult>(p),
+        "CompileStatsRequest" => rt::<spark_proto::compile::Stats>(p),
+        "CompileStats" => rt::<CompileStats>(p),
         other => panic!("unknown message {other}"),
     }
 }
@@ -404,6 +529,7 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
     let sh = service::SHADER;
     let a = service::ASSET;
     let wt = service::WATCH;
+    let cp = service::COMPILE;
     let stats = json!({"hits": 10, "misses": 2, "puts": 12, "entries": 7, "entries_in_memory": 5,
         "bytes_in_memory": 4096, "bytes_on_disk": 8192, "evictions": 3, "corrupt_dropped": 1,
         "memory_budget": 536870912u64, "disk_budget": 0});
@@ -811,6 +937,55 @@ fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
             "WatchEnded",
             json!({"subscription": 7, "root": "/w", "reason": 1, "message": "the root /w no longer exists"}),
         ),
+        (
+            "compile.request",
+            cp,
+            "CompileRequest",
+            json!({"language": "glsl", "stage": "frag", "target": "spirv", "backend": "auto", "flags": 1,
+                "spirv_version": 0x0103, "entry": "main", "include_dirs": ["shaders"],
+                "include_map": [{"path": "common.glsl", "content": "#define K 1\n"}],
+                "permutations": [[], ["FOG", "LIGHTS=4"]],
+                "source": "#version 450\nvoid main(){}\n"}),
+        ),
+        (
+            "compile.accepted",
+            cp,
+            "CompileAccepted",
+            json!({"permutations": 2}),
+        ),
+        (
+            "compile.result_ok",
+            cp,
+            "CompileResult",
+            json!({"index": 1, "status": 0, "origin": 2,
+                "key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+                "compiler": "naga 25.0.1", "entry": "main", "workgroup_size": [8, 8, 1],
+                "bindings": [{"set": 0, "binding": 1, "kind": 2}],
+                "diagnostics": [{"severity": 1, "file": "<source>", "line": 3, "column": 5,
+                    "message": "unused"}],
+                "output": "03022307"}),
+        ),
+        (
+            "compile.result_error",
+            cp,
+            "CompileResult",
+            json!({"index": 0, "status": 1, "origin": 1,
+                "key": "ff00000000000000000000000000000000000000000000000000000000000001",
+                "compiler": "glslangValidator 12.0.0", "entry": "main", "workgroup_size": [0, 0, 0],
+                "bindings": [],
+                "diagnostics": [{"severity": 0, "file": "common/light.glsl", "line": 12, "column": 0,
+                    "message": "'x' : undeclared identifier"}],
+                "output": ""}),
+        ),
+        ("compile.stats", cp, "CompileStatsRequest", json!({})),
+        (
+            "compile.stats_response",
+            cp,
+            "CompileStats",
+            json!({"compiles": 12, "hits": 40, "negative_hits": 2, "joins": 7, "failures": 3,
+                "timeouts": 1, "worker_crashes": 1, "queue_depth": 0, "running": 1, "jobs": 3,
+                "p50_us": 1200, "p90_us": 5300, "p99_us": 9100, "max_us": 12000}),
+        ),
     ]
 }
 
@@ -979,6 +1154,7 @@ fn every_registered_message_has_a_vector() {
             "control" => &[service::CONTROL],
             "cache" => &[service::SHADER, service::ASSET],
             "watch" => &[service::WATCH],
+            "compile" => &[service::COMPILE],
             "any" => &[service::CONTROL, service::SHADER, service::ASSET],
             other => panic!("{}: unknown registry service {other}", info.name),
         };

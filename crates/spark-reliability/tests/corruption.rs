@@ -196,8 +196,12 @@ fn damaged_index_logs_and_blob_files_together() {
             .into_iter()
             .filter(|p| p.ends_with("index.log"))
         {
-            // Round 0 may hit the magic too; later rounds damage records only.
-            flip(&log, &mut rng, if round == 0 { 0 } else { 8 });
+            // Round 0 may hit the magic too; later rounds damage records only. A namespace nothing was put in
+            // (compile, here) has a log of its 8-byte header alone: no record to damage, so it is left be
+            // (a flip there could only hit the magic, which this test does not set out to damage).
+            if std::fs::metadata(&log).unwrap().len() > 8 {
+                flip(&log, &mut rng, if round == 0 { 0 } else { 8 });
+            }
         }
         d.restart();
         let c = d.client();

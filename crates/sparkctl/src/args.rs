@@ -40,6 +40,52 @@ pub enum Cmd {
     /// The asset-variant cache
     #[command(subcommand)]
     Asset(AssetCmd),
+    /// Compile a shader through the daemon (cached, shared with every other client); prints diagnostics like
+    /// a compiler and exits 5 on a compile error
+    Compile(Box<CompileArgs>),
+    /// The Compile service's counters
+    CompileStats,
+}
+
+#[derive(clap::Args)]
+pub struct CompileArgs {
+    /// Source file (GLSL, WGSL or HLSL; the language follows the extension unless --lang says)
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    pub file: Option<PathBuf>,
+    /// Stage: vert, frag or comp [default: from the extension: .vert, .frag, .comp]
+    #[arg(long, short = 'S')]
+    pub stage: Option<String>,
+    /// Source language: glsl, wgsl or hlsl [default: from the extension]
+    #[arg(long)]
+    pub lang: Option<String>,
+    /// Output: spirv, msl, hlsl or glsl
+    #[arg(long, short = 't', default_value = "spirv")]
+    pub target: String,
+    /// Backend: auto, naga or glslang
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// Entry point
+    #[arg(long, short = 'e', default_value = "main")]
+    pub entry: String,
+    /// A define, NAME or NAME=VALUE (repeatable)
+    #[arg(short = 'D', value_name = "NAME[=VAL]")]
+    pub define: Vec<String>,
+    /// An include directory (repeatable); the source file's own directory is always searched first
+    #[arg(short = 'I', value_name = "DIR")]
+    pub include: Vec<PathBuf>,
+    /// Where to write the output (a file; with --batch, a directory) [default: FILE's name with the target's
+    /// extension; with --batch, the JSON's output_dir]
+    #[arg(short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Emit debug information
+    #[arg(short = 'g')]
+    pub debug: bool,
+    /// SPIR-V version, e.g. 1.3 [default: the backend's]
+    #[arg(long, value_name = "MAJOR.MINOR")]
+    pub spirv_version: Option<String>,
+    /// Compile every permutation a JSON file lists, in one request (see the README for the format)
+    #[arg(long, value_name = "JSON")]
+    pub batch: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]

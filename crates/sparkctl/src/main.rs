@@ -2,10 +2,11 @@
 //!
 //! Exit status: 0 success; 1 the daemon answered with an error (or sent something unintelligible); 2 the
 //! daemon is not reachable; 3 a cache miss (get, exists); 4 a local error (a file, stdin or stdout could not
-//! be read or written); 64 bad usage.
+//! be read or written); 5 a compile error (or a compile that could not run); 64 bad usage.
 
 mod args;
 mod cache;
+mod compile;
 mod control;
 mod output;
 mod watch;
@@ -24,6 +25,8 @@ pub enum Failure {
     Unreachable(String),
     Miss,
     Local(String),
+    /// Diagnostics were printed already.
+    CompileFailed,
 }
 
 impl From<Error> for Failure {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Err(Failure::Daemon(m)) => (1, m),
         Err(Failure::Unreachable(m)) => (2, m),
         Err(Failure::Local(m)) => (4, m),
+        Err(Failure::CompileFailed) => return ExitCode::from(5),
     };
     eprintln!("sparkctl: {msg}");
     ExitCode::from(code)
@@ -80,5 +84,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Shader(c) => cache::shader(&client, c, cli.json),
         Cmd::Asset(c) => cache::asset(&client, c, cli.json),
         Cmd::Watch(w) => watch::run(&client, w, cli.json),
+        Cmd::Compile(a) => compile::run(&client, a, cli.json),
+        Cmd::CompileStats => compile::stats(&client, cli.json),
     }
 }

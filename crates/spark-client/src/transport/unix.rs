@@ -39,7 +39,14 @@ impl UnixTransport {
 
 impl Read for UnixTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        // A signal delivered to the host (a child process of its exiting, a profiler) interrupts the read; it
+        // is not the connection's failure.
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
     }
 }
 

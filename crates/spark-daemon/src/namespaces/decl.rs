@@ -39,6 +39,15 @@ pub const DECLARED: &[Decl] = &[
             max_len: 1 + spark_proto::cache::MAX_ASSET_PATH,
         },
     },
+    // BLAKE3-256 of the compile's canonical encoding (docs/protocol.md §13.5): exactly 32 bytes.
+    Decl {
+        name: "compile",
+        service: service::COMPILE,
+        key: KeyRule {
+            min_len: 32,
+            max_len: 32,
+        },
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Decl> {

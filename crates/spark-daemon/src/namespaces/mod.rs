@@ -57,10 +57,14 @@ pub enum Filled {
     Ran,
 }
 
+/// Counters a service adds to its namespace's listing (Control's Namespaces reply).
+pub type ExtraCounters = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 pub struct Namespace {
     decl: Decl,
     store: Store,
     flights: SingleFlight,
+    extra: std::sync::OnceLock<ExtraCounters>,
 }
 
 impl Namespace {
@@ -69,7 +73,23 @@ impl Namespace {
             decl,
             store,
             flights: SingleFlight::default(),
+            extra: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets the service that owns this namespace add its own counters to the namespace's listing (the Compile
+    /// service's hits, joins, timeouts …). Set once; a second call is ignored.
+    pub fn set_extra_counters(&self, f: ExtraCounters) {
+        let _ = self.extra.set(f);
+    }
+
+    /// The store's counters, then the service's (see [`Namespace::set_extra_counters`]).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut c = self.stats().counters();
+        if let Some(f) = self.extra.get() {
+            c.extend(f());
+        }
+        c
     }
 
     pub fn name(&self) -> &'static str {

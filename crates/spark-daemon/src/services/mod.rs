@@ -3,6 +3,7 @@
 
 pub mod asset;
 pub mod blob_cache;
+pub mod compile;
 pub mod control;
 pub mod shader;
 #[cfg(feature = "test-services")]

@@ -106,7 +106,6 @@ impl ControlService {
                 name: ns.name().to_string(),
                 service: ns.service(),
                 counters: ns
-                    .stats()
                     .counters()
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
