@@ -50,8 +50,8 @@ pub use spark_proto::control::{HelloResponse, NamespaceStats, StatsResponse, Ver
 pub use tiered::{
     CodecError, CompiledShader, LocalShaderCache, ShaderReflection, TieredShaderCache, TieredStats,
 };
-pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
 pub use tiered_compile::{CompileSource, TieredCompile};
+pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
 
 /// The default socket path for this user (same rule as the daemon's).
 pub fn default_socket_path() -> std::path::PathBuf {
