@@ -126,7 +126,7 @@ typedef struct SparkShaderCacheStats {
 } SparkShaderCacheStats;
 
 // What to compile: borrowed from the caller for the duration of the call. Enumerations are the protocol's
-// bytes (docs/protocol.md §12): language 1 WGSL, 2 GLSL, 3 HLSL; stage 1 vertex, 2 fragment, 3 compute;
+// bytes (docs/protocol.md §13): language 1 WGSL, 2 GLSL, 3 HLSL; stage 1 vertex, 2 fragment, 3 compute;
 // target 1 SPIR-V, 2 MSL, 3 HLSL, 4 GLSL; backend 0 auto, 1 naga, 2 glslang.
 typedef struct SparkCompileDesc {
   uint8_t language;
