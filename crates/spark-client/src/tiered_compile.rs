@@ -113,17 +113,7 @@ impl TieredShaderCache {
             Ok(d) => d,
             Err(why) => return failed(&compiler, error_at(SOURCE_NAME, 0, why)),
         };
-        let job = Job {
-            language: req.language,
-            stage: req.stage,
-            target: req.target,
-            backend,
-            flags: req.flags,
-            spirv_version: req.spirv_version,
-            entry: req.entry.clone(),
-            defines,
-            expanded,
-        };
+        let job = Job::for_permutation(req, backend, defines, expanded);
         let key = spark_compile::key::cache_key(&job, &compiler);
         if let Ok(bytes) = std::fs::read(self.compile_path(&key))
             && let Ok(r) = CompileResult::decode(&Bytes::from(bytes))

@@ -41,6 +41,27 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job for one permutation of `req`, whose defines are already canonical and whose includes are
+    /// already expanded: the daemon and the client's local fallback build their jobs the same way.
+    pub fn for_permutation(
+        req: &spark_proto::compile::CompileRequest,
+        backend: Backend,
+        defines: Vec<String>,
+        expanded: include::Expanded,
+    ) -> Job {
+        Job {
+            language: req.language,
+            stage: req.stage,
+            target: req.target,
+            backend,
+            flags: req.flags,
+            spirv_version: req.spirv_version,
+            entry: req.entry.clone(),
+            defines,
+            expanded,
+        }
+    }
+
     /// The defines as (name, value) pairs; a bare `NAME` has the value `1`, as in C preprocessors.
     pub fn define_pairs(&self) -> Vec<(String, String)> {
         self.defines

@@ -327,7 +327,10 @@ fn damaged_index_logs_and_pack_records_together() {
             .into_iter()
             .filter(|p| p.ends_with("index.log"))
         {
-            flip(&log, &mut rng, 8);
+            // A namespace nothing was put in (compile) has a log of its 8-byte header alone: nothing to damage.
+            if std::fs::metadata(&log).unwrap().len() > 8 {
+                flip(&log, &mut rng, 8);
+            }
         }
         d.restart();
         let c = d.client();

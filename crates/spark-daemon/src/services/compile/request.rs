@@ -65,17 +65,7 @@ pub fn prepare(req: &CompileRequest, backends: &Backends, max_input: usize) -> V
                 diagnostic: error_at(SOURCE_NAME, 0, why),
             },
             Ok(defines) => {
-                let job = Job {
-                    language: req.language,
-                    stage: req.stage,
-                    target: req.target,
-                    backend,
-                    flags: req.flags,
-                    spirv_version: req.spirv_version,
-                    entry: req.entry.clone(),
-                    defines,
-                    expanded: expanded.clone(),
-                };
+                let job = Job::for_permutation(req, backend, defines, expanded.clone());
                 let key = spark_compile::key::cache_key(&job, &compiler);
                 Prepared::Ready {
                     job: Box::new(job),
