@@ -269,7 +269,9 @@ impl Service for TestService {
                 .append(true)
                 .open(path)
         {
-            let _ = writeln!(f, "{conn_id}");
+            // One write(2) per line: O_APPEND keeps whole lines apart when connections end at once
+            // (`writeln!` may split a line into several writes that interleave).
+            let _ = f.write_all(format!("{conn_id}\n").as_bytes());
         }
     }
 }
