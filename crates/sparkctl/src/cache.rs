@@ -45,7 +45,7 @@ fn fetch(
                         Failure::Local(format!("cannot write {}: {e}", path.display()))
                     })?;
                     if json_out {
-                        println!("{}", json!({"found": true, "bytes": n, "output": path}));
+                        outln!("{}", json!({"found": true, "bytes": n, "output": path}));
                     } else {
                         eprintln!("wrote {n} bytes to {}", path.display());
                     }
@@ -102,7 +102,7 @@ fn store(
 
 fn report_put(json_out: bool, stored: bool, len: u64) {
     if json_out {
-        println!("{}", json!({"stored": stored, "bytes": len}));
+        outln!("{}", json!({"stored": stored, "bytes": len}));
     } else if stored {
         eprintln!("stored {len} bytes");
     } else {
@@ -114,9 +114,9 @@ fn report_exists(json_out: bool, size: Option<u64>) -> Result<(), Failure> {
     match size {
         Some(n) => {
             if json_out {
-                println!("{}", json!({"found": true, "bytes": n}));
+                outln!("{}", json!({"found": true, "bytes": n}));
             } else {
-                println!("cached ({n} bytes)");
+                outln!("cached ({n} bytes)");
             }
             Ok(())
         }
@@ -127,9 +127,9 @@ fn report_exists(json_out: bool, size: Option<u64>) -> Result<(), Failure> {
 fn report_cache_stats(name: &str, service: u16, s: &CacheStats, json_out: bool) {
     if json_out {
         let v = counters_json(&namespace_from_cache(name, service, s).counters);
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        print!(
+        out!(
             "{}",
             namespace_table(&namespace_from_cache(name, service, s))
         );
@@ -138,9 +138,9 @@ fn report_cache_stats(name: &str, service: u16, s: &CacheStats, json_out: bool) 
 
 fn report_cleared(json_out: bool, n: u64) {
     if json_out {
-        println!("{}", json!({"removed": n}));
+        outln!("{}", json!({"removed": n}));
     } else {
-        println!("removed {n} entries");
+        outln!("removed {n} entries");
     }
 }
 
@@ -208,9 +208,9 @@ pub fn asset(client: &Client, c: &AssetCmd, json_out: bool) -> Result<(), Failur
         AssetCmd::Invalidate { path } => {
             let n = cache.invalidate(path)?;
             if json_out {
-                println!("{}", json!({"dropped": n}));
+                outln!("{}", json!({"dropped": n}));
             } else {
-                println!("dropped {n} variant(s) of {path}");
+                outln!("dropped {n} variant(s) of {path}");
             }
             Ok(())
         }

@@ -169,9 +169,9 @@ fn finish(
             .map_err(|e| Failure::Local(format!("{}: {e}", out.display())))?;
     }
     if json_out {
-        println!("{}", result_json(r, name, ok.then_some(out)));
+        outln!("{}", result_json(r, name, ok.then_some(out)));
     } else if ok {
-        println!(
+        outln!(
             "{name}: {} bytes to {} ({}, {})",
             r.output.len(),
             out.display(),
@@ -318,7 +318,7 @@ fn run_batch(client: &Client, a: &CompileArgs, path: &Path, json_out: bool) -> R
         return Err(e);
     }
     if !json_out {
-        println!(
+        outln!(
             "{} of {} permutations compiled",
             names.len() - failed,
             names.len()
@@ -339,10 +339,10 @@ pub fn stats(client: &Client, json_out: bool) -> Result<(), Failure> {
             .zip(s.values())
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
-        println!("{}", Value::Object(m));
+        outln!("{}", Value::Object(m));
     } else {
         for (k, v) in CompileStats::FIELDS.iter().zip(s.values()) {
-            println!("{k:<16} {v}");
+            outln!("{k:<16} {v}");
         }
     }
     Ok(())

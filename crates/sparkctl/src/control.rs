@@ -17,17 +17,18 @@ pub fn ping(client: &Client, json_out: bool, count: u32) -> Result<(), Failure> 
     let us = median.as_secs_f64() * 1e6;
     let hello = client.hello();
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"rtt_us": us, "count": count, "daemon_pid": hello.daemon_pid})
         );
     } else if count == 1 {
-        println!(
+        outln!(
             "pong from sparkd {} (pid {}) in {us:.0} µs",
-            hello.daemon_version, hello.daemon_pid
+            hello.daemon_version,
+            hello.daemon_pid
         );
     } else {
-        println!(
+        outln!(
             "{count} pings to sparkd (pid {}): median {us:.0} µs",
             hello.daemon_pid
         );
@@ -39,15 +40,16 @@ pub fn version(client: &Client, json_out: bool) -> Result<(), Failure> {
     let v = client.version()?;
     let pid = client.hello().daemon_pid;
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"daemon_version": v.daemon_version, "protocol_version": v.protocol_version,
                 "daemon_pid": pid})
         );
     } else {
-        println!(
+        outln!(
             "sparkd {} (protocol {}, pid {pid})",
-            v.daemon_version, v.protocol_version
+            v.daemon_version,
+            v.protocol_version
         );
     }
     Ok(())
@@ -56,9 +58,9 @@ pub fn version(client: &Client, json_out: bool) -> Result<(), Failure> {
 pub fn shutdown(client: &Client, json_out: bool) -> Result<(), Failure> {
     client.shutdown()?;
     if json_out {
-        println!("{}", json!({"shutdown": true}));
+        outln!("{}", json!({"shutdown": true}));
     } else {
-        println!("sparkd is shutting down");
+        outln!("sparkd is shutting down");
     }
     Ok(())
 }
@@ -94,7 +96,7 @@ pub fn stats(client: &Client, json_out: bool) -> Result<(), Failure> {
                 "pid": hello.daemon_pid},
             "namespaces": spaces.iter().map(namespace_json).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     let names: Vec<String> = d
@@ -102,18 +104,21 @@ pub fn stats(client: &Client, json_out: bool) -> Result<(), Failure> {
         .iter()
         .map(|s| format!("{} (0x{s:04x})", service::name(*s)))
         .collect();
-    println!(
+    outln!(
         "sparkd {} (pid {}, protocol {})",
-        hello.daemon_version, hello.daemon_pid, d.protocol_version
+        hello.daemon_version,
+        hello.daemon_pid,
+        d.protocol_version
     );
-    println!("  uptime           {}", human_duration(d.uptime_secs));
-    println!(
+    outln!("  uptime           {}", human_duration(d.uptime_secs));
+    outln!(
         "  connections      {} open, {} since start",
-        d.current_connections, d.total_connections
+        d.current_connections,
+        d.total_connections
     );
-    println!("  services         {}", names.join(", "));
+    outln!("  services         {}", names.join(", "));
     for ns in &spaces {
-        print!("{}", namespace_table(ns));
+        out!("{}", namespace_table(ns));
     }
     Ok(())
 }

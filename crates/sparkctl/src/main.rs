@@ -4,6 +4,27 @@
 //! daemon is not reachable; 3 a cache miss (get, exists); 4 a local error (a file, stdin or stdout could not
 //! be read or written); 5 a compile error (or a compile that could not run); 64 bad usage.
 
+/// `println!` for a command-line tool: when stdout is closed early (`sparkctl stats | head`), stop quietly with
+/// status 0 instead of panicking, as other Unix tools do.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
+/// `print!`, likewise.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
 mod args;
 mod cache;
 mod compile;
@@ -52,7 +73,7 @@ fn main() -> ExitCode {
         Ok(()) => return ExitCode::SUCCESS,
         Err(Failure::Miss) => {
             if cli.json {
-                println!("{}", json!({"found": false}));
+                outln!("{}", json!({"found": false}));
                 return ExitCode::from(3);
             }
             (3, "not in the cache".to_string())
@@ -87,4 +108,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Compile(a) => compile::run(&client, a, cli.json),
         Cmd::CompileStats => compile::stats(&client, cli.json),
     }
+}
+
+/// Standard output failed: a closed pipe ends the program quietly; anything else is a local error (exit 4).
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("sparkctl: cannot write to standard output: {e}");
+    std::process::exit(4);
 }

@@ -59,21 +59,21 @@ fn query(client: &Client, root: &Path, spec: &WatchSpec, json_out: bool) -> Resu
     let clock = format_clock(q.instance, q.seq);
     if json_out {
         let changes: Vec<_> = q.changes.iter().map(change_json).collect();
-        println!(
+        outln!(
             "{}",
             json!({"clock": clock, "fresh_instance": q.fresh_instance, "changes": changes})
         );
         return Ok(());
     }
     if q.fresh_instance {
-        println!(
+        outln!(
             "fresh instance: no history back to that clock (the daemon restarted or lost it); rescan"
         );
     }
     for c in &q.changes {
-        println!("{}", change_line(c));
+        outln!("{}", change_line(c));
     }
-    println!("clock {clock}");
+    outln!("clock {clock}");
     Ok(())
 }
 
@@ -87,7 +87,7 @@ fn live(
     let r = client.watch().subscribe(root, spec)?;
     let clock = format_clock(r.instance, r.seq);
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"subscribed": r.subscription, "clock": clock, "watched_dirs": r.watched_dirs,
                 "watched_files": r.watched_files})
@@ -120,17 +120,17 @@ fn print_event(ev: &WatchEvent, json_out: bool) -> bool {
             let clock = format_clock(c.instance, c.seq);
             if json_out {
                 let changes: Vec<_> = c.changes.iter().map(change_json).collect();
-                println!(
+                outln!(
                     "{}",
                     json!({"clock": clock, "fresh_instance": c.fresh_instance(), "more": c.more(),
                         "changes": changes})
                 );
             } else {
                 if c.fresh_instance() {
-                    println!("{clock} fresh instance: rescan");
+                    outln!("{clock} fresh instance: rescan");
                 }
                 for ch in &c.changes {
-                    println!("{clock} {}", change_line(ch));
+                    outln!("{clock} {}", change_line(ch));
                 }
             }
             true
@@ -138,23 +138,23 @@ fn print_event(ev: &WatchEvent, json_out: bool) -> bool {
         WatchEvent::Rescan(r) => {
             let clock = format_clock(r.instance, r.seq);
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"clock": clock, "rescan": r.root, "reason": r.reason})
                 );
             } else {
-                println!("{clock} rescan {} ({})", r.root, r.reason);
+                outln!("{clock} rescan {} ({})", r.root, r.reason);
             }
             true
         }
         WatchEvent::Ended(e) => {
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"ended": e.root, "reason": e.reason, "message": e.message})
                 );
             } else {
-                println!("ended: {}", e.message);
+                outln!("ended: {}", e.message);
             }
             false
         }
@@ -171,16 +171,20 @@ fn list(client: &Client, json_out: bool) -> Result<(), Failure> {
                     "watches": r.watches, "files": r.files, "seq": r.seq, "rescans": r.rescans})
             })
             .collect();
-        println!("{}", json!({"roots": v}));
+        outln!("{}", json!({"roots": v}));
         return Ok(());
     }
     if roots.is_empty() {
-        println!("no watched roots");
+        outln!("no watched roots");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<48} {:>11} {:>8} {:>10} {:>8}",
-        "root", "subscribers", "watches", "paths", "rescans"
+        "root",
+        "subscribers",
+        "watches",
+        "paths",
+        "rescans"
     );
     for r in &roots {
         let name = if r.flags & 1 != 0 {
@@ -188,9 +192,12 @@ fn list(client: &Client, json_out: bool) -> Result<(), Failure> {
         } else {
             r.root.clone()
         };
-        println!(
+        outln!(
             "{name:<48} {:>11} {:>8} {:>10} {:>8}",
-            r.subscribers, r.watches, r.files, r.rescans
+            r.subscribers,
+            r.watches,
+            r.files,
+            r.rescans
         );
     }
     Ok(())

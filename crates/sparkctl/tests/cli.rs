@@ -227,3 +227,23 @@ fn watch_prints_live_changes_queries_since_a_clock_and_lists_roots() {
         4
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_output_quietly() {
+    let d = Daemon::start(&["--memory-only"]);
+    // `sparkctl stats | head -0`: the pipe's reader is gone before sparkctl writes a line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparkctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["stats", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 0, "a closed stdout is not an error: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
