@@ -1,4 +1,4 @@
-"""``Client.compile``: shader compilation in the daemon (service 4, docs/protocol.md section 12).
+"""``Client.compile``: shader compilation in the daemon (service 4, docs/protocol.md section 13).
 
 The reply is a stream: CompileAccepted (N), N StreamChunks each holding one CompileResult in completion order,
 then a StreamEnd whose checksum covers the chunk payloads. Results name their permutation by index.

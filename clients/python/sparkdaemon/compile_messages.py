@@ -1,5 +1,5 @@
 """The Compile service's messages (service ``0x0004``), kept out of protocol.py for size; protocol.py re-exports
-them. Layouts: docs/protocol.md section 12 (and crates/spark-proto/src/compile.rs)."""
+them. Layouts: docs/protocol.md section 13 (and crates/spark-proto/src/compile.rs)."""
 
 from __future__ import annotations
 

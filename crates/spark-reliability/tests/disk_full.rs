@@ -96,25 +96,34 @@ fn check(c: &Client, want: &HashMap<u64, Vec<u8>>) -> usize {
     present
 }
 
-#[test]
-fn full_disk_fails_puts_clearly_keeps_serving_and_recovers() {
+/// An 8 MiB tmpfs holding the shader and asset caches, and a daemon on it; `None` (after a loud SKIP) where no
+/// tmpfs can be mounted (not root).
+fn daemon_on_a_small_disk() -> Option<(Tmpfs, Daemon)> {
     let fs = match Tmpfs::mount("8m") {
         Ok(fs) => fs,
         Err(why) => {
             eprintln!(
                 "SKIP: disk-full test needs a small tmpfs and could not mount one ({why}); run as root"
             );
-            return;
+            return None;
         }
     };
     let shader_dir = fs.path().join("shader");
     let asset_dir = fs.path().join("asset");
-    let mut d = Daemon::start(&[
+    let d = Daemon::start(&[
         "--cache-dir",
         shader_dir.to_str().unwrap(),
         "--asset-cache-dir",
         asset_dir.to_str().unwrap(),
     ]);
+    Some((fs, d))
+}
+
+#[test]
+fn full_disk_fails_puts_clearly_keeps_serving_and_recovers() {
+    let Some((fs, mut d)) = daemon_on_a_small_disk() else {
+        return;
+    };
     let c = d.client();
     // Existing entries: 16 asset blobs of 128 KiB (odd keys).
     let mut assets: HashMap<u64, Vec<u8>> = HashMap::new();
@@ -206,23 +215,9 @@ fn full_disk_fails_puts_clearly_keeps_serving_and_recovers() {
 /// after space is freed and the daemon restarted, nothing is corrupt and the failed put left nothing.
 #[test]
 fn full_disk_fails_a_pack_append_and_keeps_earlier_blobs() {
-    let fs = match Tmpfs::mount("8m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!(
-                "SKIP: disk-full test needs a small tmpfs and could not mount one ({why}); run as root"
-            );
-            return;
-        }
+    let Some((fs, mut d)) = daemon_on_a_small_disk() else {
+        return;
     };
-    let shader_dir = fs.path().join("shader");
-    let asset_dir = fs.path().join("asset");
-    let mut d = Daemon::start(&[
-        "--cache-dir",
-        shader_dir.to_str().unwrap(),
-        "--asset-cache-dir",
-        asset_dir.to_str().unwrap(),
-    ]);
     let c = d.client();
     let mut assets: HashMap<u64, Vec<u8>> = HashMap::new();
     for i in 0..20u64 {
