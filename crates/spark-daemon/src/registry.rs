@@ -194,6 +194,10 @@ pub trait Service: Send + Sync + 'static {
     /// Called once when a connection ends, however it ends, so the service can release what the connection
     /// held (subscriptions, locks, sponsors).
     fn on_disconnect(&self, _conn_id: u64) {}
+
+    /// Called once on the runtime before the first connection is accepted. A service that restores state
+    /// from an earlier run starts that here, in a task of its own, so startup never waits for it.
+    fn start(self: Arc<Self>) {}
 }
 
 #[derive(Default)]

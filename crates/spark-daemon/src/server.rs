@@ -30,6 +30,9 @@ pub async fn run<L: Listener>(
     );
     crate::platform::spawn_signal_handlers(&state);
     crate::lifetime::spawn_monitor(&state, config);
+    for svc in env.registry.services() {
+        svc.clone().start();
+    }
     let result = accept_loop(&mut listener, &env).await;
     // New clients must see "not running" at once, not a socket that never answers.
     listener.close();

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use spark_client::spark_proto::cache::AssetInvalidated;
-use spark_client::{AssetKey, Client, ImportSpec, asset_invalidated};
+use spark_client::{AssetKey, Client, ImportSpec, ShaderKey, asset_invalidated};
 use spark_testkit::{Daemon, eventually};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -101,6 +101,98 @@ fn a_changed_dependency_invalidates_every_variant_and_the_subscriber_hears_of_it
     );
     assert_eq!(cooker.asset().get(&other).unwrap(), None);
     assert!(cooker.asset().get(&free).unwrap().is_some());
+}
+
+/// The declarations outlive the daemon: a source edited while it was down (or killed) drops the variants
+/// built from it at the next start, before any of them can be served; unchanged ones stay and stay watched.
+#[test]
+fn declared_dependencies_survive_a_restart_and_catch_edits_made_while_down() {
+    let mut d = Daemon::start(&[]);
+    let t = tempfile::tempdir().unwrap();
+    let (edited, kept, safe_saved) = (
+        t.path().join("edited.png"),
+        t.path().join("kept.png"),
+        t.path().join("sub/safe.png"),
+    );
+    fs::create_dir_all(safe_saved.parent().unwrap()).unwrap();
+    for f in [&edited, &kept, &safe_saved] {
+        fs::write(f, b"v1").unwrap();
+    }
+    {
+        let cl = d.client();
+        for (name, src) in [("a", &edited), ("b", &kept), ("c", &safe_saved)] {
+            let k = key(&format!("tex/{name}"), 1);
+            cl.asset().put(&k, b"cooked").unwrap();
+            cl.asset().declare_deps(&k, &[src]).unwrap();
+        }
+    }
+    d.stop();
+    // Same size, written while nobody watches; and a rename-over with identical size and contents.
+    fs::write(&edited, b"v2").unwrap();
+    let tmp = t.path().join("sub/.safe.tmp");
+    fs::write(&tmp, b"v1").unwrap();
+    fs::rename(&tmp, &safe_saved).unwrap();
+    d.restart();
+    let cl = d.client();
+    assert_eq!(cl.asset().get(&key("tex/a", 1)).unwrap(), None);
+    assert_eq!(cl.asset().get(&key("tex/c", 1)).unwrap(), None);
+    assert_eq!(
+        cl.asset().get(&key("tex/b", 1)).unwrap().as_deref(),
+        Some(&b"cooked"[..])
+    );
+    // The survivor is watched again by the new daemon.
+    cl.asset().subscribe_invalidations().unwrap();
+    fs::write(&kept, b"v2").unwrap();
+    let inv = invalidations(&cl, 1);
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    assert_eq!(inv[0].path, "tex/b");
+    assert_eq!(cl.asset().get(&key("tex/b", 1)).unwrap(), None);
+
+    // After SIGKILL as well: the log is appended before DeclareDeps is answered.
+    let k = key("tex/d", 2);
+    cl.asset().put(&k, b"cooked").unwrap();
+    cl.asset().declare_deps(&k, &[&kept]).unwrap();
+    drop(cl);
+    d.kill();
+    fs::write(&kept, b"v3").unwrap();
+    d.restart();
+    assert_eq!(d.client().asset().get(&k).unwrap(), None);
+}
+
+fn shader_key() -> ShaderKey {
+    ShaderKey {
+        source_hash: 7,
+        target: 1,
+        stage: 1,
+    }
+}
+
+/// A dependency log that does not verify cannot say which variants to check: the asset cache is dropped
+/// rather than risk serving one of them stale, and the daemon starts normally.
+#[test]
+fn a_damaged_dependency_log_drops_the_asset_cache_instead_of_trusting_it() {
+    let mut d = Daemon::start(&[]);
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("rock.png");
+    fs::write(&src, b"v1").unwrap();
+    let k = key("tex/rock", 1);
+    {
+        let cl = d.client();
+        cl.asset().put(&k, b"cooked").unwrap();
+        cl.asset().declare_deps(&k, &[&src]).unwrap();
+        cl.shader().put(&shader_key(), b"spirv").unwrap();
+    }
+    d.stop();
+    let log = d.cache_root.join("asset/deps.log");
+    let mut bytes = fs::read(&log).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&log, bytes).unwrap();
+    d.restart();
+    let cl = d.client();
+    assert_eq!(cl.asset().get(&k).unwrap(), None);
+    // Only the asset namespace is affected.
+    assert!(cl.shader().get(&shader_key()).unwrap().is_some());
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! Paths are opaque keys: they never become file-system paths, so no path can reach outside the cache.
 
 pub mod deps;
+pub mod deps_log;
 pub mod import;
 
 use std::sync::Arc;
@@ -183,6 +184,8 @@ impl Service for AssetService {
 
     fn handle(self: Arc<Self>, mut req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
+            // After a restart, a variant may be served only once its sources have been checked.
+            self.deps.wait_restored().await;
             match req.frame.msg_type {
                 INVALIDATE => return self.invalidate(&req).await,
                 DECLARE_DEPS => return self.declare_deps(&req).await,
@@ -200,6 +203,10 @@ impl Service for AssetService {
                 None => Err(self.cache.unknown(&req)),
             }
         })
+    }
+
+    fn start(self: Arc<Self>) {
+        self.deps.start_restore();
     }
 
     fn on_disconnect(&self, conn_id: u64) {
