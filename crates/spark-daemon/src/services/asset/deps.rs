@@ -253,10 +253,7 @@ impl Deps {
             // Unrecorded, it would outlive a restart unwatched: drop it instead of risking a stale hit.
             let released = self.forget_variant(&variant);
             self.release_dirs(released);
-            let _ = self
-                .ns
-                .remove(asset_store_key(&variant.0, variant.1))
-                .await;
+            let _ = self.ns.remove(asset_store_key(&variant.0, variant.1)).await;
             return Err(HandlerError::reply(
                 ErrorCode::Io,
                 format!(
@@ -358,7 +355,10 @@ impl Deps {
             live.remove(v);
         }
         self.index_restored(&live, watched);
-        let keys = stale.iter().map(|(p, pl)| asset_store_key(p, *pl)).collect();
+        let keys = stale
+            .iter()
+            .map(|(p, pl)| asset_store_key(p, *pl))
+            .collect();
         if let Err(e) = self.ns.remove_many(keys).await {
             tracing::warn!("dropping asset variants whose sources changed failed: {e}");
         }

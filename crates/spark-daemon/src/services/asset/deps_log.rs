@@ -267,7 +267,10 @@ fn read_u8(b: &mut &[u8]) -> io::Result<u8> {
 
 fn read_str(b: &mut &[u8]) -> io::Result<Vec<u8>> {
     let n = u16::from_le_bytes(read_n::<2>(b)?) as usize;
-    let s = b.get(..n).ok_or_else(|| invalid("truncated string"))?.to_vec();
+    let s = b
+        .get(..n)
+        .ok_or_else(|| invalid("truncated string"))?
+        .to_vec();
     *b = &b[n..];
     Ok(s)
 }
