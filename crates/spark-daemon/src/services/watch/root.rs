@@ -29,6 +29,39 @@ use crate::events::{EventSender, Sent};
 const RAW_QUEUE: usize = 65_536;
 /// A batch never waits longer than this many settle periods, however busy the tree.
 const MAX_SETTLES_PER_BATCH: u32 = 25;
+
+/// Adds notifications from `rx` to `raw` until none came for `settle` or `budget` is spent. A batch cut by
+/// the budget right after the first half of a rename waits (one more settle period at most) for the second
+/// half, so one rename is never reported as a removal in one batch and a creation in the next.
+fn gather(
+    rx: &Receiver<notify::Result<notify::Event>>,
+    raw: &mut Raw,
+    settle: Duration,
+    budget: Duration,
+) {
+    let mut deadline = Instant::now() + budget;
+    let mut extended = false;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            if raw.unmatched_from == 0 || extended {
+                return;
+            }
+            extended = true;
+            deadline = now + settle;
+            continue;
+        }
+        match rx.recv_timeout(settle.min(deadline - now)) {
+            Ok(ev) => {
+                raw.add(ev);
+                if extended && raw.unmatched_from == 0 {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
 /// Changes per Changes event at most (a larger batch is split, flagged `more`).
 const CHANGES_PER_EVENT: usize = 2048;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -318,17 +351,12 @@ impl Worker {
 
     /// Gathers notifications until the tree has been quiet for one settle period (bounded).
     fn settle_batch(&mut self, raw: &mut Raw) {
-        let deadline = Instant::now() + self.settle * MAX_SETTLES_PER_BATCH;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            match self.rx.recv_timeout(self.settle.min(deadline - now)) {
-                Ok(ev) => raw.add(ev),
-                Err(_) => return,
-            }
-        }
+        gather(
+            &self.rx,
+            raw,
+            self.settle,
+            self.settle * MAX_SETTLES_PER_BATCH,
+        );
     }
 
     /// Handles one batch; false when the root ended.
@@ -469,4 +497,48 @@ pub fn filtered(changes: Vec<Change>, filter: &Filter) -> Vec<Change> {
         .into_iter()
         .filter(|c| filter.wants(&c.path) || (c.kind == ChangeKind::Renamed && filter.wants(&c.to)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+    use std::path::PathBuf;
+
+    fn rename(mode: RenameMode, paths: &[&str]) -> notify::Result<Event> {
+        let mut ev = Event::new(EventKind::Modify(ModifyKind::Name(mode)));
+        for p in paths {
+            ev = ev.add_path(PathBuf::from(p));
+        }
+        Ok(ev)
+    }
+
+    #[test]
+    fn a_batch_cut_after_half_a_rename_waits_for_the_other_half() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut raw = Raw::default();
+        raw.add(rename(RenameMode::From, &["/r/a"]));
+        tx.send(rename(RenameMode::To, &["/r/b"])).unwrap();
+        tx.send(rename(RenameMode::Both, &["/r/a", "/r/b"]))
+            .unwrap();
+        // The budget is already spent: only the pending rename keeps the batch open.
+        gather(&rx, &mut raw, Duration::from_secs(5), Duration::ZERO);
+        assert_eq!(
+            raw.renames,
+            vec![(PathBuf::from("/r/a"), PathBuf::from("/r/b"))]
+        );
+        assert_eq!(raw.unmatched_from, 0);
+    }
+
+    #[test]
+    fn a_spent_budget_without_a_pending_rename_ends_the_batch_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut raw = Raw::default();
+        tx.send(rename(RenameMode::Both, &["/r/a", "/r/b"]))
+            .unwrap();
+        gather(&rx, &mut raw, Duration::from_secs(5), Duration::ZERO);
+        assert!(raw.renames.is_empty());
+        assert!(rx.try_recv().is_ok(), "left for the next batch");
+    }
 }

@@ -38,6 +38,8 @@ pub struct Raw {
     seen: HashSet<PathBuf>,
     /// Rename pairs the OS matched (inotify cookies).
     pub renames: Vec<(PathBuf, PathBuf)>,
+    /// First halves of renames whose pair has not come yet (a move out of the tree never gets one).
+    pub unmatched_from: usize,
     /// The OS dropped notifications (queue overflow) or the daemon did.
     pub overflow: bool,
     /// Adding a watch failed for lack of watches.
@@ -79,8 +81,15 @@ impl Raw {
             // Opens, reads and closes change nothing; a write also comes as a Modify.
             EventKind::Access(_) => {}
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => {
+                self.unmatched_from = self.unmatched_from.saturating_sub(1);
                 self.renames
                     .push((ev.paths[0].clone(), ev.paths[1].clone()));
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                self.unmatched_from += 1;
+                for p in ev.paths {
+                    self.touch(p);
+                }
             }
             _ => {
                 for p in ev.paths {
