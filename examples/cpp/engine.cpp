@@ -1,22 +1,20 @@
 // A toy C++17 "engine" using libsparkdaemon the way a real one would: settings from SPARK_DAEMON_* at start-up,
 // a tiered shader cache (its own local directory, the shared daemon in front), shutdown in reverse order.
 //
-//   engine NAME CACHE_DIR [--shaders N] [--pause] [--real-shaders DIR]
+//   engine NAME CACHE_DIR SHADER_DIR [--permutations N] [--pause]
 //
-// It "compiles" N shaders with a deterministic fake compiler, so an instance that gets a shader from a cache
-// checks it is exactly what it would have compiled (bytecode, entry point, warnings, reflection). With
-// --pause it stops after the first pass, waits for a line on stdin, then runs a second pass: the test suite
-// kills the daemon in between to show the engine carrying on from its local cache.
-//
-// With --real-shaders it also compiles the GLSL and WGSL files in DIR (examples/cpp/shaders) through
-// spark_shader_cache_get_or_compile: the daemon compiles each once for every engine process; without a
-// daemon the engine compiles them itself (naga, in process) and keeps them in its local cache.
+// It compiles the real GLSL and WGSL shaders of SHADER_DIR (examples/cpp/shaders), plus N permutations of the
+// sky shader (N values of its EXPOSURE define), through spark_shader_cache_get_or_compile: the daemon compiles
+// each once for every engine process on the machine; without a daemon the engine compiles them itself (naga,
+// in process) and keeps them in its local cache. Every output must be valid SPIR-V, and the digest of all of
+// them is printed: the test suite checks that every process, whichever tier answered it, got the same bytes.
+// With --pause it stops after the first pass, waits for a line on stdin, then runs a second pass: the test
+// suite kills the daemon in between to show the engine carrying on from its local cache.
 //
 // Output lines (checked by scripts/test.d/cpp.sh):
 //   [NAME] daemon: connected pid=P | [NAME] daemon: not connected (...)
-//   [NAME] pass K: compiled=X cached=Y events=E
-//   [NAME] real shaders: ok=N daemon_fresh=F daemon_hits=H local_cache=L local_compile=C
-//   [NAME] summary: compiled=X verified=Y daemon_hits=A local_hits=B misses=C daemon_errors=D
+//   [NAME] pass K: shaders=S compiled=X cached=Y events=E digest=D
+//   [NAME] summary: daemon_fresh=F daemon_hits=H local_cache=L local_compile=C
 
 #include <sparkdaemon.h>
 
@@ -24,50 +22,34 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <optional>
 #include <string>
 #include <vector>
 
 namespace {
 
-constexpr uint8_t kTargetVulkan = 1;
-
-struct Shader {
-    std::vector<uint8_t> bytecode;
-    std::string entry_point;
-    std::string errors;
-    std::string warnings;
-    SparkShaderReflection reflection{};
-
-    bool operator==(const Shader& o) const {
-        return bytecode == o.bytecode && entry_point == o.entry_point && errors == o.errors &&
-               warnings == o.warnings && reflection.uniform_count == o.reflection.uniform_count &&
-               reflection.texture_count == o.reflection.texture_count &&
-               reflection.sampler_count == o.reflection.sampler_count &&
-               reflection.storage_buffer_count == o.reflection.storage_buffer_count;
-    }
+struct Job {
+    std::string file;
+    uint8_t language, stage;  // protocol bytes: GLSL 2, WGSL 1; vertex 1, fragment 2, compute 3
+    std::vector<std::string> defines;
 };
 
-// The same source always compiles to the same result.
-Shader compile(const std::string& source, uint32_t i) {
-    Shader s;
-    for (size_t k = 0; k < 256 + i * 16; ++k) {
-        s.bytecode.push_back(static_cast<uint8_t>((k * 131 + source.size() + i) & 0xff));
+// The engine's shader set: every file once, and `permutations` exposure variants of the sky.
+std::vector<Job> shader_jobs(uint32_t permutations) {
+    std::vector<Job> jobs = {
+        {"sky.vert", 2, 1, {}},
+        {"sky.frag", 2, 2, {"EXPOSURE=1.5"}},
+        {"particles.wgsl", 1, 3, {}},
+        {"post.wgsl", 1, 2, {}},
+    };
+    for (uint32_t i = 0; i < permutations; ++i) {
+        jobs.push_back({"sky.frag", 2, 2, {"EXPOSURE=" + std::to_string(2 + i) + ".25"}});
     }
-    s.entry_point = "main_" + std::to_string(i);
-    if (i % 2) s.warnings = "warning: implicit truncation in " + source;
-    s.reflection = {i + 1, i % 4, i % 3, i % 2};
-    return s;
+    return jobs;
 }
 
-uint64_t fnv1a(const std::string& s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
+struct Tally {
+    uint32_t fresh = 0, daemon_hits = 0, local_cache = 0, local_compile = 0;
+};
 
 // RAII over the C handle; closing it detaches the cache from the daemon connection.
 class ShaderCache {
@@ -80,41 +62,65 @@ public:
 
     bool ok() const { return cache_ != nullptr; }
 
-    std::optional<Shader> lookup(uint64_t hash, uint8_t target, uint8_t stage) const {
-        SparkCompiledShader out{};
-        if (spark_shader_cache_lookup(cache_, hash, target, stage, &out) != SPARK_STATUS_OK) {
-            return std::nullopt;
-        }
-        Shader s;
-        s.bytecode.assign(out.bytecode.data, out.bytecode.data + out.bytecode.len);
-        s.entry_point = out.entry_point;
-        s.errors = out.errors;
-        s.warnings = out.warnings;
-        s.reflection = out.reflection;
-        spark_compiled_shader_free(&out);
-        return s;
-    }
-
-    bool store(uint64_t hash, uint8_t target, uint8_t stage, const Shader& s) const {
-        SparkShaderDesc d{};
-        d.bytecode = s.bytecode.data();
-        d.bytecode_len = s.bytecode.size();
-        d.entry_point = s.entry_point.c_str();
-        d.errors = s.errors.c_str();
-        d.warnings = s.warnings.c_str();
-        d.reflection = s.reflection;
-        return spark_shader_cache_store(cache_, hash, target, stage, &d) == SPARK_STATUS_OK;
-    }
-
-    SparkShaderCacheStats stats() const {
-        SparkShaderCacheStats st{};
-        spark_shader_cache_stats(cache_, &st);
-        return st;
-    }
+    // Compiles (or finds) one job; on success appends its SPIR-V to `digest` and counts where it came from.
+    bool get_or_compile(const std::string& name, const std::string& shader_dir, const Job& j, uint64_t& digest,
+                        Tally& tally) const;
 
 private:
     SparkShaderCache* cache_;
 };
+
+std::string read_file(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return {};
+    std::string s;
+    char buf[4096];
+    size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    std::fclose(f);
+    return s;
+}
+
+// FNV-1a, continued over every output in job order.
+void fnv1a(uint64_t& h, const uint8_t* data, size_t len) {
+    for (size_t i = 0; i < len; ++i) {
+        h ^= data[i];
+        h *= 0x100000001b3ull;
+    }
+}
+
+bool ShaderCache::get_or_compile(const std::string& name, const std::string& shader_dir, const Job& j,
+                                 uint64_t& digest, Tally& tally) const {
+    const std::string source = read_file(shader_dir + "/" + j.file);
+    std::vector<const char*> defines;
+    for (const std::string& d : j.defines) defines.push_back(d.c_str());
+    const char* include_dirs[] = {shader_dir.c_str()};
+    SparkCompileDesc d{};
+    d.language = j.language;
+    d.stage = j.stage;
+    d.target = 1;  // SPIR-V
+    d.source = source.c_str();
+    d.defines = defines.data();
+    d.define_count = defines.size();
+    d.include_dirs = include_dirs;
+    d.include_dir_count = 1;
+    SparkCompileResult r{};
+    const SparkStatus st = spark_shader_cache_get_or_compile(cache_, &d, &r);
+    const bool spirv = r.output.len >= 20 && r.output.len % 4 == 0 && r.output.data[0] == 0x03 &&
+                       r.output.data[1] == 0x02 && r.output.data[2] == 0x23 && r.output.data[3] == 0x07;
+    const bool ok = st == SPARK_STATUS_OK && r.status == 0 && spirv;
+    if (!ok) {
+        std::fprintf(stderr, "[%s] %s: status %d/%u: %s\n", name.c_str(), j.file.c_str(), st, r.status,
+                     r.diagnostics ? r.diagnostics : spark_last_error());
+    } else {
+        fnv1a(digest, r.output.data, r.output.len);
+        if (r.source == 0) (r.origin == 0 ? tally.fresh : tally.daemon_hits)++;
+        if (r.source == 1) ++tally.local_cache;
+        if (r.source == 2) ++tally.local_compile;
+    }
+    spark_compile_result_free(&r);
+    return ok;
+}
 
 // Asset round trip through the daemon: three platform variants, one invalidation drops them all.
 bool asset_demo(const std::string& name) {
@@ -151,85 +157,23 @@ uint32_t drain_events() {
     }
 }
 
-std::string read_file(const std::string& path) {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) return {};
-    std::string s;
-    char buf[4096];
-    size_t n = 0;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-    std::fclose(f);
-    return s;
-}
-
-// Compiles the real shaders of `shader_dir` through the tiered cache; returns false on any failure.
-bool real_shaders(const std::string& name, const std::string& cache_dir, const std::string& shader_dir) {
-    struct Job {
-        const char* file;
-        uint8_t language, stage;  // protocol bytes: GLSL 2, WGSL 1; vertex 1, fragment 2, compute 3
-        std::vector<const char*> defines;
-    };
-    const std::vector<Job> jobs = {
-        {"sky.vert", 2, 1, {}},
-        {"sky.frag", 2, 2, {"EXPOSURE=1.5"}},
-        {"particles.wgsl", 1, 3, {}},
-        {"post.wgsl", 1, 2, {}},
-    };
-    SparkShaderCache* cache = spark_shader_cache_open((cache_dir + "/compiled").c_str(), true);
-    if (!cache) return false;
-    const char* include_dirs[] = {shader_dir.c_str()};
-    uint32_t ok = 0, fresh = 0, hits = 0, local_cache = 0, local_compile = 0;
-    for (const Job& j : jobs) {
-        const std::string source = read_file(shader_dir + "/" + j.file);
-        SparkCompileDesc d{};
-        d.language = j.language;
-        d.stage = j.stage;
-        d.target = 1;  // SPIR-V
-        d.source = source.c_str();
-        d.defines = j.defines.data();
-        d.define_count = j.defines.size();
-        d.include_dirs = include_dirs;
-        d.include_dir_count = 1;
-        SparkCompileResult r{};
-        const SparkStatus st = spark_shader_cache_get_or_compile(cache, &d, &r);
-        const bool spirv = r.output.len >= 4 && r.output.data[0] == 0x03 && r.output.data[1] == 0x02 &&
-                           r.output.data[2] == 0x23 && r.output.data[3] == 0x07;
-        if (st != SPARK_STATUS_OK || r.status != 0 || !spirv) {
-            std::fprintf(stderr, "[%s] %s: status %d/%u: %s\n", name.c_str(), j.file, st, r.status,
-                         r.diagnostics ? r.diagnostics : spark_last_error());
-        } else {
-            ++ok;
-            if (r.source == 0) (r.origin == 0 ? fresh : hits)++;
-            if (r.source == 1) ++local_cache;
-            if (r.source == 2) ++local_compile;
-        }
-        spark_compile_result_free(&r);
-    }
-    spark_shader_cache_close(cache);
-    std::printf("[%s] real shaders: ok=%u daemon_fresh=%u daemon_hits=%u local_cache=%u local_compile=%u\n",
-                name.c_str(), ok, fresh, hits, local_cache, local_compile);
-    return ok == jobs.size();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 3) {
-        std::fprintf(stderr, "usage: %s NAME CACHE_DIR [--shaders N] [--pause]\n", argv[0]);
+    if (argc < 4) {
+        std::fprintf(stderr, "usage: %s NAME CACHE_DIR SHADER_DIR [--permutations N] [--pause]\n", argv[0]);
         return 64;
     }
     const std::string name = argv[1];
     const std::string dir = argv[2];
-    uint32_t count = 8;
+    const std::string shader_dir = argv[3];
+    uint32_t permutations = 8;
     bool pause = false;
-    std::string shader_dir;
-    for (int i = 3; i < argc; ++i) {
-        if (!std::strcmp(argv[i], "--shaders") && i + 1 < argc) {
-            count = static_cast<uint32_t>(std::stoul(argv[++i]));
+    for (int i = 4; i < argc; ++i) {
+        if (!std::strcmp(argv[i], "--permutations") && i + 1 < argc) {
+            permutations = static_cast<uint32_t>(std::stoul(argv[++i]));
         } else if (!std::strcmp(argv[i], "--pause")) {
             pause = true;
-        } else if (!std::strcmp(argv[i], "--real-shaders") && i + 1 < argc) {
-            shader_dir = argv[++i];
         }
     }
 
@@ -243,9 +187,8 @@ int main(int argc, char** argv) {
         std::printf("[%s] daemon: not connected (%s)\n", name.c_str(), spark_last_error());
     }
 
-    uint32_t compiled_total = 0;
-    uint32_t verified = 0;
-    SparkShaderCacheStats st{};
+    const std::vector<Job> jobs = shader_jobs(permutations);
+    Tally total;
     {
         ShaderCache cache(dir, /*use_daemon=*/true);
         if (!cache.ok()) {
@@ -259,41 +202,24 @@ int main(int argc, char** argv) {
                 std::string line;
                 std::getline(std::cin, line);
             }
-            uint32_t compiled = 0;
-            uint32_t cached = 0;
-            for (uint32_t i = 0; i < count; ++i) {
-                const std::string source = "shaders/material_" + std::to_string(i) + ".hlsl";
-                const uint64_t hash = fnv1a(source);
-                const uint8_t stage = static_cast<uint8_t>(i % 3);
-                const Shader expected = compile(source, i);
-                if (auto hit = cache.lookup(hash, kTargetVulkan, stage)) {
-                    if (!(*hit == expected)) {
-                        std::fprintf(stderr, "[%s] shader %u from the cache differs from its compile\n", name.c_str(), i);
-                        return 1;
-                    }
-                    ++cached;
-                    ++verified;
-                } else {
-                    if (!cache.store(hash, kTargetVulkan, stage, expected)) {
-                        std::fprintf(stderr, "[%s] store failed: %s\n", name.c_str(), spark_last_error());
-                        return 1;
-                    }
-                    ++compiled;
-                }
+            Tally t;
+            uint64_t digest = 0xcbf29ce484222325ull;
+            for (const Job& j : jobs) {
+                if (!cache.get_or_compile(name, shader_dir, j, digest, t)) return 1;
             }
-            compiled_total += compiled;
-            std::printf("[%s] pass %d: compiled=%u cached=%u events=%u\n", name.c_str(), pass, compiled, cached,
-                        drain_events());
+            std::printf("[%s] pass %d: shaders=%zu compiled=%u cached=%u events=%u digest=%016llx\n", name.c_str(),
+                        pass, jobs.size(), t.fresh + t.local_compile, t.daemon_hits + t.local_cache,
+                        drain_events(), static_cast<unsigned long long>(digest));
+            total.fresh += t.fresh;
+            total.daemon_hits += t.daemon_hits;
+            total.local_cache += t.local_cache;
+            total.local_compile += t.local_compile;
         }
-        st = cache.stats();
     }  // the cache detaches here, before the connection shuts down
-    if (!shader_dir.empty() && !real_shaders(name, dir, shader_dir)) return 1;
 
     spark_shutdown();
     spark_shutdown();  // idempotent
-    std::printf("[%s] summary: compiled=%u verified=%u daemon_hits=%llu local_hits=%llu misses=%llu daemon_errors=%llu\n",
-                name.c_str(), compiled_total, verified, static_cast<unsigned long long>(st.daemon_hits),
-                static_cast<unsigned long long>(st.local_hits), static_cast<unsigned long long>(st.misses),
-                static_cast<unsigned long long>(st.daemon_errors));
+    std::printf("[%s] summary: daemon_fresh=%u daemon_hits=%u local_cache=%u local_compile=%u\n", name.c_str(),
+                total.fresh, total.daemon_hits, total.local_cache, total.local_compile);
     return 0;
 }

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The C ABI from C++: builds examples/cpp/engine.cpp with g++ against libsparkdaemon found through
 # pkg-config (one binary linked to the shared library, one to the static one) and runs engine processes
-# against one daemon:
-#   A  auto-spawns the daemon (SPARK_DAEMON_* settings) and compiles every shader;
-#   B  a separate process with its own empty local cache: every shader is a daemon hit, metadata intact;
-#   C  daemon disabled: exactly a plain local disk cache (compiles, then local hits on a second run);
+# against one daemon. Each compiles the real GLSL/WGSL shaders of examples/cpp/shaders (4 files plus 8
+# permutations: 12 SPIR-V modules) through spark_shader_cache_get_or_compile:
+#   A  auto-spawns the daemon (SPARK_DAEMON_* settings): the daemon compiles all 12;
+#   B  a separate process with its own empty local cache: all 12 are daemon hits;
+#   C  daemon disabled: compiles in process (naga), then local hits on a second run;
 #   D  the daemon is SIGKILLed mid-session: the engine carries on from its local cache (no SIGPIPE death).
-# Each also compiles the real GLSL/WGSL shaders of examples/cpp/shaders through spark_shader_cache_get_or_compile:
-# A has the daemon compile them, B gets the daemon's cached results, C compiles them in process (no daemon)
-# and then hits its local cache, D finds them in its local cache once the daemon is gone.
+# Every run must print the same digest of the 12 outputs: whichever tier answered, the bytes are the same.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -55,40 +54,39 @@ if ldd "$tmp/engine-static" | grep -q sparkdaemon; then fail "the static build s
 export XDG_CACHE_HOME="$tmp/xdg-cache"
 unset SPARK_DAEMON_ENABLED SPARK_DAEMON_SOCKET SPARK_DAEMON_AUTO_SPAWN SPARK_DAEMON_BIN
 on=(env SPARK_DAEMON_ENABLED=1 SPARK_DAEMON_SOCKET="$sock")
-real=(--real-shaders "$root/examples/cpp/shaders")
+shaders="$root/examples/cpp/shaders"
 
-echo "A: auto-spawns the daemon, compiles and stores"
+echo "A: auto-spawns the daemon, which compiles every shader"
 "${on[@]}" SPARK_DAEMON_AUTO_SPAWN=1 SPARK_DAEMON_BIN="$root/target/debug/sparkd" \
-  "$tmp/engine-shared" A "$tmp/cache-a" "${real[@]}" > "$tmp/a.out"
+  "$tmp/engine-shared" A "$tmp/cache-a" "$shaders" > "$tmp/a.out"
 cat "$tmp/a.out"
 expect "$tmp/a.out" "[A] daemon: connected pid="
 expect "$tmp/a.out" "[A] assets: ok"
-expect "$tmp/a.out" "[A] summary: compiled=8 verified=0 daemon_hits=0 local_hits=0 misses=8"
-expect "$tmp/a.out" "[A] real shaders: ok=4 daemon_fresh=4 daemon_hits=0 local_cache=0 local_compile=0"
+expect "$tmp/a.out" "[A] pass 1: shaders=12 compiled=12 cached=0"
+expect "$tmp/a.out" "[A] summary: daemon_fresh=12 daemon_hits=0 local_cache=0 local_compile=0"
 [ -S "$sock" ] || fail "no daemon socket after auto-spawn"
+digest=$(sed -n 's/.*pass 1: .* digest=\([0-9a-f]*\).*/\1/p' "$tmp/a.out")
+[ -n "$digest" ] || fail "no digest in A's output"
 
-echo "B: another process (static build), empty local cache: hits what A stored"
-"${on[@]}" "$tmp/engine-static" B "$tmp/cache-b" "${real[@]}" > "$tmp/b.out"
+echo "B: another process (static build), empty local cache: the daemon's results"
+"${on[@]}" "$tmp/engine-static" B "$tmp/cache-b" "$shaders" > "$tmp/b.out"
 cat "$tmp/b.out"
-expect "$tmp/b.out" "[B] daemon: connected pid="
 a_pid=$(sed -n 's/.*daemon: connected pid=\([0-9]*\).*/\1/p' "$tmp/a.out")
-expect "$tmp/b.out" "connected pid=$a_pid"
-expect "$tmp/b.out" "[B] summary: compiled=0 verified=8 daemon_hits=8 local_hits=0 misses=0"
-expect "$tmp/b.out" "[B] real shaders: ok=4 daemon_fresh=0 daemon_hits=4 local_cache=0 local_compile=0"
+expect "$tmp/b.out" "[B] daemon: connected pid=$a_pid"
+expect "$tmp/b.out" "[B] pass 1: shaders=12 compiled=0 cached=12"
+expect "$tmp/b.out" "[B] summary: daemon_fresh=0 daemon_hits=12 local_cache=0 local_compile=0"
 
-echo "C: daemon disabled (the default): a plain local disk cache"
-"$tmp/engine-shared" C "$tmp/cache-c" "${real[@]}" > "$tmp/c1.out"
-"$tmp/engine-static" C "$tmp/cache-c" "${real[@]}" > "$tmp/c2.out"
+echo "C: daemon disabled (the default): compiled in process, then a plain local disk cache"
+"$tmp/engine-shared" C "$tmp/cache-c" "$shaders" > "$tmp/c1.out"
+"$tmp/engine-static" C "$tmp/cache-c" "$shaders" > "$tmp/c2.out"
 cat "$tmp/c1.out" "$tmp/c2.out"
 expect "$tmp/c1.out" "[C] daemon: not connected"
-expect "$tmp/c1.out" "[C] summary: compiled=8 verified=0 daemon_hits=0 local_hits=0 misses=8"
-expect "$tmp/c2.out" "[C] summary: compiled=0 verified=8 daemon_hits=0 local_hits=8 misses=0"
-expect "$tmp/c1.out" "[C] real shaders: ok=4 daemon_fresh=0 daemon_hits=0 local_cache=0 local_compile=4"
-expect "$tmp/c2.out" "[C] real shaders: ok=4 daemon_fresh=0 daemon_hits=0 local_cache=4 local_compile=0"
+expect "$tmp/c1.out" "[C] summary: daemon_fresh=0 daemon_hits=0 local_cache=0 local_compile=12"
+expect "$tmp/c2.out" "[C] summary: daemon_fresh=0 daemon_hits=0 local_cache=12 local_compile=0"
 
 echo "D: the daemon is killed mid-session"
 mkfifo "$tmp/d.in"
-"${on[@]}" "$tmp/engine-shared" D "$tmp/cache-a" --pause "${real[@]}" < "$tmp/d.in" > "$tmp/d.out" &
+"${on[@]}" "$tmp/engine-shared" D "$tmp/cache-a" "$shaders" --pause < "$tmp/d.in" > "$tmp/d.out" &
 d_pid=$!
 exec 3>"$tmp/d.in"
 for _ in $(seq 600); do grep -qF "[D] paused" "$tmp/d.out" && break; sleep 0.05; done
@@ -101,9 +99,14 @@ status=0
 wait "$d_pid" || status=$?
 cat "$tmp/d.out"
 [ "$status" = 0 ] || fail "engine D exited with status $status after the daemon died (141 would be SIGPIPE)"
-expect "$tmp/d.out" "[D] pass 1: compiled=0 cached=8"
-expect "$tmp/d.out" "[D] pass 2: compiled=0 cached=8 events=0"  # polling a dead daemon is just no event
-expect "$tmp/d.out" "daemon_hits=8 local_hits=8 misses=0"
-expect "$tmp/d.out" "[D] real shaders: ok=4 daemon_fresh=0 daemon_hits=0 local_cache=4 local_compile=0"
+expect "$tmp/d.out" "[D] pass 1: shaders=12 compiled=0 cached=12"
+expect "$tmp/d.out" "[D] pass 2: shaders=12 compiled=0 cached=12 events=0"  # polling a dead daemon: no event
+expect "$tmp/d.out" "[D] summary: daemon_fresh=0 daemon_hits=12 local_cache=12 local_compile=0"
+
+for out in a b c1 c2 d; do
+  n=$(grep -c "pass [12]: .* digest=$digest" "$tmp/$out.out" || true)
+  [ "$n" -ge 1 ] || { cat "$tmp/$out.out" >&2; fail "$out: the shaders' digest differs from A's ($digest)"; }
+done
+if grep "digest=" "$tmp"/*.out | grep -v "digest=$digest"; then fail "a pass got different shader bytes"; fi
 
 echo "C++ engine example: 6 runs passed"
