@@ -261,15 +261,18 @@ fn a_failed_import_hands_the_claim_to_a_waiter() {
         deps: &[],
     };
     let (a, b) = (d.client(), d.client());
+    let (claimed_tx, claimed) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let first = s.spawn(|| {
             a.asset().get_or_import(&spec, || {
-                std::thread::sleep(Duration::from_millis(500));
+                // Runs only once this caller holds the claim.
+                claimed_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
                 Err::<Vec<u8>, _>("importer crashed")
             })
         });
-        // The second caller starts while the first holds the claim (see the sleep) and imports after it fails.
-        std::thread::sleep(Duration::from_millis(100));
+        // The second caller starts while the first holds the claim and imports after it fails.
+        claimed.recv_timeout(WAIT).unwrap();
         let second = b
             .asset()
             .get_or_import(&spec, || Ok::<_, String>(b"ok".to_vec()))

@@ -63,7 +63,7 @@ pub type ExtraCounters = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>
 pub struct Namespace {
     decl: Decl,
     store: Store,
-    flights: SingleFlight,
+    flights: Arc<SingleFlight>,
     extra: std::sync::OnceLock<ExtraCounters>,
 }
 
@@ -72,7 +72,7 @@ impl Namespace {
         Namespace {
             decl,
             store,
-            flights: SingleFlight::default(),
+            flights: Arc::default(),
             extra: std::sync::OnceLock::new(),
         }
     }
@@ -207,8 +207,12 @@ impl Namespace {
     /// The blob under `key`, or the result of `fill` stored under it. Concurrent callers for one key wait for
     /// one fill and all get its result or all get its error; a failed fill stores nothing, so the next call
     /// tries again. `fill` runs in the leading caller's task.
+    ///
+    /// A fill's result is answered before it is stored: the store's write (a pack append, maybe an fsync)
+    /// would otherwise be on every miss's path. The flight stays open until the write is done, so a caller
+    /// arriving meanwhile gets the result from the flight instead of filling again.
     pub async fn get_or_fill<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         key: &[u8],
         fill: F,
     ) -> Result<(Bytes, Filled), FillError>
@@ -232,15 +236,26 @@ impl Namespace {
                     let f = fill
                         .take()
                         .expect("a caller leads at most once: it returns when it does");
-                    let r = match f().await {
-                        Ok(b) => match self.put(key.to_vec(), b.clone()).await {
-                            Ok(_) => Ok(b),
-                            Err(e) => Err(Arc::new(anyhow::Error::from(e))),
-                        },
-                        Err(e) => Err(Arc::new(e)),
+                    let b = match f().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let e = Arc::new(e);
+                            leader.finish(Err(e.clone()));
+                            return Err(e);
+                        }
                     };
-                    leader.finish(r.clone());
-                    return r.map(|b| (b, Filled::Ran));
+                    leader.publish(Ok(b.clone()));
+                    let (ns, key, value) = (self.clone(), key.to_vec(), b.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = ns.put(key, value).await {
+                            tracing::warn!(
+                                namespace = ns.name(),
+                                "storing a filled entry failed: {e}"
+                            );
+                        }
+                        drop(leader);
+                    });
+                    return Ok((b, Filled::Ran));
                 }
             }
         }
@@ -377,13 +392,23 @@ mod tests {
             ran += (how == Filled::Ran) as u32;
         }
         assert_eq!(ran, 1);
-        // Stored: the next caller hits without filling.
+        // Answered before it was stored: a caller arriving meanwhile joins the flight, never fills again.
+        let (b, how) = ns
+            .get_or_fill(b"\x01key", || async { anyhow::bail!("must not run") })
+            .await
+            .unwrap();
+        assert_eq!(b, Bytes::from_static(b"filled"));
+        assert!(matches!(how, Filled::Hit | Filled::Joined), "{how:?}");
+        // Once stored, the flight is over and the next caller hits.
+        while ns.fills_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(ns.exists(b"\x01key").is_some());
         let (b, how) = ns
             .get_or_fill(b"\x01key", || async { anyhow::bail!("must not run") })
             .await
             .unwrap();
         assert_eq!((b, how), (Bytes::from_static(b"filled"), Filled::Hit));
-        assert_eq!(ns.fills_in_flight(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

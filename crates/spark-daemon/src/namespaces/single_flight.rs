@@ -18,23 +18,24 @@ pub struct SingleFlight {
 }
 
 /// A caller's part in a flight.
-pub enum Role<'a> {
+pub enum Role {
     /// Run the fill and [`Leader::finish`] with its result.
-    Leader(Leader<'a>),
+    Leader(Leader),
     /// Someone else runs it: wait with [`follow`].
     Follower(watch::Receiver<Outcome>),
 }
 
 /// The caller running a key's fill. Dropping it without finishing (a cancelled caller) releases the followers,
-/// who then try again themselves.
-pub struct Leader<'a> {
-    sf: &'a SingleFlight,
+/// who then try again themselves. The flight lasts as long as its leader: one kept after [`Leader::publish`]
+/// hands its result to every caller that arrives meanwhile.
+pub struct Leader {
+    sf: Arc<SingleFlight>,
     key: Vec<u8>,
     tx: watch::Sender<Outcome>,
 }
 
 impl SingleFlight {
-    pub fn join(&self, key: &[u8]) -> Role<'_> {
+    pub fn join(self: &Arc<Self>, key: &[u8]) -> Role {
         let mut map = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = map.get(key) {
             return Role::Follower(rx.clone());
@@ -42,7 +43,7 @@ impl SingleFlight {
         let (tx, rx) = watch::channel(None);
         map.insert(key.to_vec(), rx);
         Role::Leader(Leader {
-            sf: self,
+            sf: self.clone(),
             key: key.to_vec(),
             tx,
         })
@@ -54,14 +55,19 @@ impl SingleFlight {
     }
 }
 
-impl Leader<'_> {
-    /// Hands the result to every follower.
+impl Leader {
+    /// Hands the result to every follower and ends the flight.
     pub fn finish(self, r: Result<Bytes, FillError>) {
+        self.publish(r);
+    }
+
+    /// Hands the result to every follower, and to every caller that joins until the leader is dropped.
+    pub fn publish(&self, r: Result<Bytes, FillError>) {
         self.tx.send_replace(Some(r));
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         let mut map = self.sf.flights.lock().unwrap_or_else(|e| e.into_inner());
         if map
