@@ -187,6 +187,15 @@ pub trait Service: Send + Sync + 'static {
         false
     }
 
+    /// The one key `frame` reads or writes, as a hash, when it touches exactly one (a cache's Get or Put);
+    /// `None` when it may touch any (a clear, a stats read). Effects are then ordered per key: a write waits
+    /// only for earlier requests of its connection with the same key (and for any keyless one), so pipelined
+    /// puts of different keys run together and the store can commit them as one batch. Two keys that hash
+    /// alike are merely ordered as one. Must be decided from the frame alone.
+    fn effect_key(&self, _frame: &Frame) -> Option<u64> {
+        None
+    }
+
     /// Handles one request. Requests of one connection may run concurrently; their replies are released in
     /// request order by the connection layer.
     fn handle(self: Arc<Self>, req: Request) -> BoxFuture<HandlerResult>;

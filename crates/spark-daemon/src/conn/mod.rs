@@ -10,6 +10,7 @@
 //!
 //! When the connection ends, however it ends, every service's `on_disconnect` runs once.
 
+pub(crate) mod effect_order;
 pub(crate) mod reader;
 pub(crate) mod writer;
 

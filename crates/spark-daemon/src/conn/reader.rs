@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::effect_order::EffectOrder;
 use super::writer::{self, End, Pending, Shared, Slot};
 use crate::registry::{
     BoxFuture, Ctx, HandlerError, HandlerResult, Registry, Request, UploadPart, unknown_service,
@@ -111,45 +112,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameHeader::decode(&hb)
             .map(|h| (HEADER_LEN + h.len as usize).saturating_sub(self.rbuf.len()))
             .unwrap_or(0)
-    }
-}
-
-/// Resolves once one request's handler has finished (or was dropped).
-type Done = watch::Receiver<bool>;
-
-/// Keeps one connection's effects in request order while its requests execute concurrently: a request that
-/// changes state starts only after every earlier request has finished; one that only reads starts only after
-/// every earlier state-changing request has finished. Reads between two writes run concurrently.
-#[derive(Default)]
-struct EffectOrder {
-    /// The latest write still running (it waited for everything before it).
-    last_write: Option<Done>,
-    /// Reads started since that write and still running.
-    reads: Vec<Done>,
-}
-
-impl EffectOrder {
-    /// What a new request must wait for before it starts.
-    fn deps(&mut self, write: bool) -> Vec<Done> {
-        self.reads.retain(|d| !*d.borrow());
-        if self.last_write.as_ref().is_some_and(|d| *d.borrow()) {
-            self.last_write = None;
-        }
-        let mut deps: Vec<Done> = self.last_write.iter().cloned().collect();
-        if write {
-            deps.append(&mut self.reads);
-        }
-        deps
-    }
-
-    /// Records a request that is still running.
-    fn running(&mut self, write: bool, done: Done) {
-        if write {
-            self.last_write = Some(done);
-            self.reads.clear();
-        } else {
-            self.reads.push(done);
-        }
     }
 }
 
@@ -342,7 +304,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
             return Pending::Ready(Err(HandlerError::Reply(unknown_service(frame.service))));
         };
         let write = svc.is_write(&frame);
-        let deps = self.order.deps(write);
+        let key = svc.effect_key(&frame);
+        let deps = self.order.deps(write, key);
         let upload = svc.opens_upload(&frame).then(|| {
             let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
             self.upload = Some(Upload {
@@ -363,7 +326,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
             return Pending::Ready(r);
         }
         let (done_tx, done_rx) = watch::channel(false);
-        self.order.running(write, done_rx);
+        self.order.running(write, key, done_rx);
         if deps.is_empty() && self.shared.owed.load(Ordering::Acquire) == 0 {
             // First in line: the writer runs it itself (no task, no hand-over of its result), while the reader
             // goes on starting the requests behind it in tasks of their own.

@@ -58,6 +58,18 @@ impl<K: CacheKey> BlobCache<K> {
         matches!(frame.msg_type, PUT | PUT_STREAM | CLEAR | INVALIDATE)
     }
 
+    /// The key a Get, Put, PutStream or Exists touches (see [`crate::registry::Service::effect_key`]): a hash of
+    /// its wire encoding. A frame whose key does not decode touches "any key"; it is answered Malformed anyway.
+    pub fn effect_key(frame: &Frame) -> Option<u64> {
+        if !matches!(frame.msg_type, GET | PUT | PUT_STREAM | EXISTS) {
+            return None;
+        }
+        let key = K::decode_key(&mut spark_proto::codec::Reader::new(&frame.payload)).ok()?;
+        let mut wire = BytesMut::with_capacity(64);
+        key.encode_key(&mut wire);
+        Some(xxhash_rust::xxh3::xxh3_64(&wire))
+    }
+
     /// Whether `frame` opens an upload: a PutStream whose header decodes. One that does not is answered
     /// Malformed at once, and the chunks after it are dropped as strays.
     pub fn opens_upload(frame: &Frame) -> bool {

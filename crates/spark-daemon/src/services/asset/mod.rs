@@ -182,6 +182,10 @@ impl Service for AssetService {
         BlobCache::<AssetKey>::opens_upload(frame)
     }
 
+    fn effect_key(&self, frame: &Frame) -> Option<u64> {
+        BlobCache::<AssetKey>::effect_key(frame)
+    }
+
     fn handle(self: Arc<Self>, mut req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
             // After a restart, a variant may be served only once its sources have been checked.

@@ -44,6 +44,10 @@ impl Service for ShaderService {
         BlobCache::<ShaderKey>::opens_upload(frame)
     }
 
+    fn effect_key(&self, frame: &Frame) -> Option<u64> {
+        BlobCache::<ShaderKey>::effect_key(frame)
+    }
+
     fn handle(self: Arc<Self>, mut req: Request) -> BoxFuture<HandlerResult> {
         Box::pin(async move {
             match self.0.handle_common(&mut req).await {
