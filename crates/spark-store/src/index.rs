@@ -58,25 +58,37 @@ impl Entry {
     }
 }
 
-/// Hashes keys with the configured [`KeyHasher`] (tests force collisions with it), XXH3-64 by default.
+/// Hashes keys for the shard tables: foldhash by default (no allocation, no copy of the key: replaying a
+/// million-entry log hashes every key at least twice as the tables grow), or the configured [`KeyHasher`]
+/// over the whole key (tests force collisions with it).
 #[derive(Clone, Copy)]
 pub(crate) struct SeamHasher(Option<KeyHasher>);
-pub(crate) struct SeamState(Option<KeyHasher>, Vec<u8>);
+pub(crate) enum SeamState {
+    Fast(foldhash::fast::FoldHasher),
+    Custom(KeyHasher, Vec<u8>),
+}
 impl Hasher for SeamState {
     fn finish(&self) -> u64 {
-        match self.0 {
-            Some(f) => f(&self.1),
-            None => xxh3_64(&self.1),
+        match self {
+            SeamState::Fast(h) => h.finish(),
+            SeamState::Custom(f, bytes) => f(bytes),
         }
     }
     fn write(&mut self, bytes: &[u8]) {
-        self.1.extend_from_slice(bytes);
+        match self {
+            SeamState::Fast(h) => h.write(bytes),
+            SeamState::Custom(_, all) => all.extend_from_slice(bytes),
+        }
     }
 }
 impl BuildHasher for SeamHasher {
     type Hasher = SeamState;
     fn build_hasher(&self) -> SeamState {
-        SeamState(self.0, Vec::new())
+        match self.0 {
+            // A fixed seed: every key comes from the daemon's own user, so there is no one to flood it.
+            None => SeamState::Fast(foldhash::fast::FixedState::with_seed(0x5eed).build_hasher()),
+            Some(f) => SeamState::Custom(f, Vec::new()),
+        }
     }
 }
 
@@ -94,6 +106,15 @@ impl Index {
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Index { shards, hasher }
+    }
+
+    /// Makes room for about `entries` keys in all, so that replaying a large log does not rehash as it goes.
+    pub fn reserve(&self, entries: usize) {
+        for s in self.shards.iter() {
+            s.write()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve(entries / SHARDS);
+        }
     }
 
     fn shard(&self, key: &[u8]) -> &RwLock<Shard> {

@@ -99,8 +99,9 @@ impl Store {
         let Some(disk) = &self.inner.disk else {
             return Ok(());
         };
-        // Per pack, not per entry: a million entries would otherwise mean a million-element list here.
-        let mut live: HashMap<u64, u64> = HashMap::new();
+        // Per pack, not per entry: a million entries would otherwise mean a million-element list here. Hashed
+        // with foldhash: std's SipHash once per entry was a visible part of a large store's start-up.
+        let mut live: HashMap<u64, u64, foldhash::fast::FixedState> = HashMap::default();
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
                 if let Some(Location::Pack { pack, .. }) = e.loc {
@@ -108,6 +109,7 @@ impl Store {
                 }
             }
         }
+        let live: HashMap<u64, u64> = live.into_iter().collect();
         let rec = disk.backend.recover_packs(&replay.marks, &live, damaged)?;
         report.pack_bytes_truncated = rec.truncated_bytes;
         let past_mark = |loc: &Location| match loc {
@@ -223,11 +225,16 @@ impl Store {
         };
         let own_from = (!before_serving).then_some(disk.ids.first_session);
         let scan = disk.backend.scan(own_from, &mut rep);
+        // The scan lists blob files only: packed entries (most of a large index) need not be collected.
         let indexed: HashSet<Location> = self
             .inner
             .index
             .each_shard()
-            .flat_map(|s| s.values().filter_map(|e| e.loc).collect::<Vec<_>>())
+            .flat_map(|s| {
+                s.values()
+                    .filter_map(|e| e.loc.filter(|l| matches!(l, Location::File { .. })))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let unindexed = scan.blobs.into_iter().filter(|l| !indexed.contains(l));
         let orphans = self.sort_orphans(disk, unindexed);
@@ -338,6 +345,12 @@ fn open_disk(
         }
     };
     let mut removed = HashSet::new();
+    // A put record is at least 48 bytes: a log of N bytes holds at most N / 48 entries, and usually most of
+    // them. Reserving for N / 64 sizes the tables once for a typical log (the power-of-two rounding covers
+    // the rest) without doubling them for a log full of removals.
+    if let Ok(m) = std::fs::metadata(IndexLog::path(dir)) {
+        index.reserve((m.len() / 64) as usize);
+    }
     let (log, replay) = IndexLog::open(dir, fsync, |rec| {
         first = first.max(match &rec {
             Record::Put { file_id, .. } => file_id.saturating_add(1),
