@@ -53,7 +53,15 @@ pub use tiered::{
 pub use tiered_compile::{CompileSource, TieredCompile};
 pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
 
+/// The default socket path for this user (same rule as the daemon's): on Windows the pipe
+/// `\\.\pipe\spark-<SID>-sparkd`.
+#[cfg(windows)]
+pub fn default_socket_path() -> std::path::PathBuf {
+    spark_platform::windows::default_pipe()
+}
+
 /// The default socket path for this user (same rule as the daemon's).
+#[cfg(not(windows))]
 pub fn default_socket_path() -> std::path::PathBuf {
     spark_proto::default_socket_path(
         std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
