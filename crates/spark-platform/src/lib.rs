@@ -101,7 +101,7 @@ mod tests {
         );
         assert_eq!(
             default_pipe_path(r"..\..\x y"),
-            PathBuf::from(r"\\.\pipe\spark-_____x_y-sparkd")
+            PathBuf::from(r"\\.\pipe\spark-______x_y-sparkd")
         );
     }
 
