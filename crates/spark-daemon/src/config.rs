@@ -18,7 +18,7 @@ const MB: u64 = 1024 * 1024;
 #[command(name = "sparkd", version, about, long_about = None)]
 pub struct Args {
     /// Unix socket to listen on [default: $XDG_RUNTIME_DIR/spark/sparkd.sock, else /tmp/spark-$UID/sparkd.sock];
-    /// on Windows a named pipe [default: \\.\pipe\spark-<SID>-sparkd]
+    /// on Windows a named pipe [default: \\.\pipe\spark-SID-sparkd, SID = your user SID]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

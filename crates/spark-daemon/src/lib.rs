@@ -2,7 +2,7 @@
 //!
 //! Layout (see `docs/ARCHITECTURE.md`):
 //! - [`config`]: flags and the resolved configuration, including the namespace table's budgets;
-//! - [`transport`]: where clients connect (the Unix socket today) behind the [`transport::Listener`] seam;
+//! - [`transport`]: where clients connect (a Unix socket; a named pipe on Windows) behind the [`transport::Listener`] seam;
 //! - [`server`]: the accept loop, shutdown and drain; [`lifetime`]: idle and sponsor exit rules;
 //! - [`conn`]: one connection — a reader task, a writer task, replies in request order, events between them;
 //! - [`events`]: the per-connection event queue services push server-initiated frames into;

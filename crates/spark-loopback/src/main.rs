@@ -58,10 +58,7 @@ fn main() {
             run("40 MiB streamed blob", big_blob(&main_pipe));
             run("pipelining", pipelining(&main_pipe));
             run("16 concurrent clients", concurrent(&main_pipe));
-            run(
-                "second daemon refused",
-                env.second_refused(&main_pipe, &cache),
-            );
+            run("second daemon refused", env.second_refused(&main_pipe));
             run(
                 "restart and persistence",
                 env.restart(&main_pipe, &cache, &mut d),
@@ -138,14 +135,13 @@ impl Env {
         }
     }
 
-    fn second_refused(&self, pipe: &Path, cache: &Path) -> Check {
+    fn second_refused(&self, pipe: &Path) -> Check {
         let out = self
             .command(pipe, &self.scratch.join("cache-second"), &[])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;
         let err = String::from_utf8_lossy(&out.stderr);
-        let _ = cache;
         if out.status.code() == Some(3) && err.contains("another sparkd already serves") {
             Ok(format!("exit 3: {}", err.trim()))
         } else {

@@ -2,7 +2,7 @@
 //! (owner-only security descriptors, user SIDs, the pipe client's identity), `LockFileEx` locks and process
 //! liveness. This crate and `spark-ffi` are the only places in the workspace with `unsafe`; here every
 //! block carries a `// SAFETY:` comment (`clippy::undocumented_unsafe_blocks` is denied) and all of it is
-//! in [`windows`], behind safe functions.
+//! in the `windows` module, behind safe functions.
 //!
 //! The path rules below are plain string code, built and unit-tested on every platform, so the daemon, the
 //! Rust client and the Python client (`clients/python/sparkdaemon/winpipe.py`) agree on them.

@@ -16,7 +16,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Accepted, Listener};
 use crate::registry::Peer;
@@ -142,7 +142,7 @@ fn create_instance(path: &Path, sid: &str, first: bool) -> io::Result<NamedPipeS
 }
 
 /// One pending instance at a time, forever: wait for a client, hand the connected instance over, create
-/// the next. A failed create is reported (the accept loop logs it) and retried after a pause.
+/// the next. A failed create is reported (the accept loop logs it and backs off) and retried after a pause.
 async fn keep_pending(
     path: PathBuf,
     sid: String,
@@ -163,9 +163,15 @@ async fn keep_pending(
                 }
             },
         };
-        let r = server.connect().await.map(|()| server);
-        if tx.send(r).await.is_err() {
-            return;
+        match server.connect().await {
+            Ok(()) => {
+                if tx.send(Ok(server)).await.is_err() {
+                    return;
+                }
+            }
+            // A client that went away between its open and our connect: nothing to serve, and no reason
+            // to make the accept loop back off. The instance is dropped and a new one created.
+            Err(e) => debug!("a pipe client left before it was accepted: {e}"),
         }
     }
 }
@@ -189,8 +195,8 @@ impl Listener for PipeTransport {
         })
     }
 
-    /// Every error here comes from creating or connecting one instance (a client that left between its
-    /// connect and ours, out of handles): the other instances keep serving, so none is fatal.
+    /// Every error here comes from creating one instance (out of handles or memory): the other instances
+    /// keep serving, so none is fatal.
     fn is_transient(&self, _e: &io::Error) -> bool {
         true
     }
