@@ -7,7 +7,7 @@
 #   4. runs under Wine (prefix in target/wine-prefix, reused): the spark-platform and spark-store test suites
 #      (cargo test with wine64 as the runner), spark-loopback-check (start, ping, version,
 #      stats, shader/asset put/get/invalidate, 40 MiB streamed blob, pipelining, 16 concurrent clients,
-#      second daemon refused, restart + persistence, idle timeout, sponsor exit, auto-spawn), sparkctl.exe
+#      64 simultaneous connects (busy-pipe retry), second daemon refused, restart + persistence, idle timeout, sponsor exit, auto-spawn), sparkctl.exe
 #      against a daemon on the DEFAULT pipe and cache paths, and the C ABI check (auto-spawn from C).
 # What Wine cannot show is printed as "WINE LIMIT" at the end; see docs/reliability.md. Components that
 # cannot be had make the hook print "SKIPPED: ..." and exit 0 — never a silent pass.
@@ -51,6 +51,8 @@ crates=(-p spark-platform -p spark-proto -p spark-store -p spark-compile -p spar
   -p sparkctl -p spark-ffi -p spark-loopback)
 echo "clippy for $target (-D warnings)"
 cargo clippy --quiet --target "$target" "${crates[@]}" -- -D warnings
+# These two run their own tests under Wine below, so their tests are linted for Windows too.
+cargo clippy --quiet --target "$target" -p spark-platform -p spark-store --all-targets -- -D warnings
 echo "building sparkd.exe, sparkctl.exe, spark-loopback-check.exe and sparkdaemon.dll"
 cargo build --quiet --target "$target" "${crates[@]}"
 for f in sparkd.exe sparkctl.exe spark-loopback-check.exe sparkdaemon.dll libsparkdaemon.dll.a; do

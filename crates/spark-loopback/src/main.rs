@@ -3,7 +3,8 @@
 //!
 //! Starts and stops its own daemons on a private pipe (`\\.\pipe\spark-check-<pid>`, or a socket under
 //! SCRATCH_DIR on Unix) and checks: start, ping, version, stats, shader and asset put/get/invalidate, a
-//! 40 MiB streamed blob, pipelining, 16 concurrent clients, a second daemon refused, restart and
+//! 40 MiB streamed blob, pipelining, 16 concurrent clients, 64 simultaneous connects (more than the pending
+//! pipe instances), a second daemon refused, restart and
 //! persistence, idle timeout, sponsor exit, and auto-spawn. Prints one `PASS`/`FAIL` line per check and
 //! exits 1 if any failed. Waits are bounded (a daemon that never comes up fails the check, it never hangs),
 //! never measured.
@@ -58,6 +59,7 @@ fn main() {
             run("40 MiB streamed blob", big_blob(&main_pipe));
             run("pipelining", pipelining(&main_pipe));
             run("16 concurrent clients", concurrent(&main_pipe));
+            run("64 simultaneous connects", connect_burst(&main_pipe));
             run("second daemon refused", env.second_refused(&main_pipe));
             run(
                 "restart and persistence",
@@ -409,6 +411,41 @@ fn concurrent(pipe: &Path) -> Check {
             .map_err(|_| "a client thread panicked".to_string())??;
     }
     Ok("16 clients x 40 put/get, all consistent".into())
+}
+
+/// More clients than the daemon keeps pipe instances pending (8) open at the same instant: the ones that
+/// find every instance busy must retry (ERROR_PIPE_BUSY) rather than fail.
+fn connect_burst(pipe: &Path) -> Check {
+    const N: usize = 64;
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(N));
+    let threads: Vec<_> = (0..N)
+        .map(|_| {
+            let pipe = pipe.to_path_buf();
+            let gate = gate.clone();
+            std::thread::spawn(move || -> Result<Client, String> {
+                gate.wait();
+                let c = connect(&pipe)?;
+                c.ping().map_err(s)?;
+                Ok(c)
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in threads {
+        held.push(
+            t.join()
+                .map_err(|_| "a connecting thread panicked".to_string())??,
+        );
+    }
+    let st = held[0].stats().map_err(s)?;
+    expect(
+        st.current_connections as usize >= N,
+        &format!(
+            "{N} connections open at once (daemon sees {})",
+            st.current_connections
+        ),
+    )?;
+    Ok(format!("{N} clients connected at once and all answered"))
 }
 
 fn connect(pipe: &Path) -> Result<Client, String> {
