@@ -5,10 +5,11 @@
 #   3. builds sparkd.exe, sparkctl.exe, spark-loopback-check.exe and sparkdaemon.dll (+ import library), and
 #      a C program against the DLL with MinGW;
 #   4. runs under Wine (prefix in target/wine-prefix, reused): the spark-platform and spark-store test suites
-#      (cargo test with wine64 as the runner), spark-loopback-check (start, ping, version,
-#      stats, shader/asset put/get/invalidate, 40 MiB streamed blob, pipelining, 16 concurrent clients,
-#      64 simultaneous connects (busy-pipe retry), second daemon refused, restart + persistence, idle timeout, sponsor exit, auto-spawn), sparkctl.exe
-#      against a daemon on the DEFAULT pipe and cache paths, and the C ABI check (auto-spawn from C).
+#      (cargo test with wine64 as the runner); spark-loopback-check (start, ping, version, stats, shader/asset
+#      put/get/invalidate, 40 MiB streamed blob, pipelining, 16 concurrent clients, 64 simultaneous connects
+#      (busy-pipe retry), second daemon refused, restart + persistence, idle timeout, sponsor exit,
+#      auto-spawn); sparkctl.exe against a daemon on the DEFAULT pipe and cache paths; the C ABI check
+#      (auto-spawn from C).
 # What Wine cannot show is printed as "WINE LIMIT" at the end; see docs/reliability.md. Components that
 # cannot be had make the hook print "SKIPPED: ..." and exit 0 — never a silent pass.
 # SPARK_WINDOWS=0 skips it. The cross build reuses target/x86_64-pc-windows-gnu (and sccache when set).
