@@ -139,6 +139,7 @@ limits+=(
   "FILE_FLAG_FIRST_PIPE_INSTANCE is not enforced by Wine 8.0 (a second first-instance create succeeds): the squatter refusal is untested; the second-daemon refusal above came from the LockFileEx lock"
   "Wine runs every process as one user: the owner-only security descriptor and the SID peer check were exercised only with matching SIDs; another real user being refused needs real Windows"
   "the Python client's pipe transport was not run (no Windows CPython under Wine); its logic runs in pytest on Linux over a stand-in handle"
+  "no speed numbers: latency and throughput over the pipe are not measured (Wine's are not Windows'; scripts/bench does not run on Windows)"
   "no real Defender/on-access scanner: its effect was simulated with a handle opened without FILE_SHARE_DELETE (spark-store tests/held_open.rs); no NTFS/ReFS specifics such as POSIX rename semantics (Wine maps files onto the Linux filesystem)"
 )
 echo
