@@ -56,11 +56,12 @@ typedef struct SparkBuffer {
 typedef struct SparkConfig {
   // Use the daemon at all. Off by default.
   bool enabled;
-  // The daemon's socket; NULL = `$XDG_RUNTIME_DIR/spark/sparkd.sock` (else `/tmp/spark-$UID/sparkd.sock`).
+  // The daemon's socket; NULL = `$XDG_RUNTIME_DIR/spark/sparkd.sock` (else `/tmp/spark-$UID/sparkd.sock`);
+  // on Windows a named pipe, NULL = `\\.\pipe\spark-<SID>-sparkd`.
   const char *socket_path;
   // Start the daemon when none answers. Off by default.
   bool auto_spawn;
-  // The daemon binary for auto-spawn; NULL = `sparkd` next to the executable, else on `PATH`.
+  // The daemon binary for auto-spawn; NULL = `sparkd` (`sparkd.exe`) next to the executable, else on `PATH`.
   const char *daemon_bin;
   // Extra flags for an auto-spawned daemon, separated by spaces; NULL = none.
   const char *daemon_args;

@@ -26,6 +26,7 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import protocol as p
+from . import winpipe
 from .caches import AssetCache, ShaderCache
 from .compile_client import CompileApi
 # _Simple is re-exported for compile_client; SourceExhausted is public.
@@ -49,7 +50,10 @@ _COALESCE_LIMIT = 64 * 1024
 
 
 def default_socket_path() -> str:
-    """The daemon's default socket: ``$XDG_RUNTIME_DIR/spark/sparkd.sock``, else ``/tmp/spark-<uid>/sparkd.sock``."""
+    """The daemon's default socket: ``$XDG_RUNTIME_DIR/spark/sparkd.sock``, else ``/tmp/spark-<uid>/sparkd.sock``;
+    on Windows the named pipe ``\\\\.\\pipe\\spark-<SID>-sparkd``."""
+    if os.name == "nt":
+        return winpipe.default_path()
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, "spark", "sparkd.sock")
@@ -408,8 +412,18 @@ class Client(_ControlApi, CompileApi):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _open_pipe(self, path: str) -> Any:
+        try:
+            return winpipe.connect(path, self.timeout)
+        except FileNotFoundError as e:
+            raise DaemonNotRunning(path, e.strerror or str(e)) from None
+        except OSError as e:
+            raise TransportError(f"cannot open pipe {path}: {e}") from e
+
     def _open(self) -> _Conn:
         path = self.socket_path
+        if winpipe.is_pipe_path(path):
+            return self._handshake(self._open_pipe(path))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
@@ -423,6 +437,9 @@ class Client(_ControlApi, CompileApi):
         except OSError as e:
             sock.close()
             raise TransportError(f"cannot connect to {path}: {e}") from e
+        return self._handshake(sock)
+
+    def _handshake(self, sock: Any) -> _Conn:
         conn = _Conn(sock, self.timeout, self.on_event)
         try:
             flags = p.HELLO_FLAG_SPONSOR if self.sponsor else 0

@@ -13,7 +13,7 @@
 //! - [`Event`]s the daemon sends on its own ([`Client::events`], [`Client::next_event`]).
 //! - [`Error`] tells apart a daemon that is not running, a transport failure, a protocol violation, an
 //!   ErrorResponse from the daemon and a failing local reader or writer.
-//! - [`transport`]: the seam between framing and the OS (Unix sockets; Windows named pipes to come).
+//! - [`transport`]: the seam between framing and the OS (Unix sockets, Windows named pipes).
 //! - [`DaemonConnection`] and [`DaemonConfig`]: the engine lifecycle — the process-wide connection,
 //!   `SPARK_DAEMON_*` settings, a free [`try_connect`], auto-spawn, reconnect after a daemon restart.
 //! - [`TieredShaderCache`]: the engine's shader disk cache with the daemon in front of it, and
@@ -53,7 +53,15 @@ pub use tiered::{
 pub use tiered_compile::{CompileSource, TieredCompile};
 pub use watch::{Clock, WatchClient, WatchEvent, WatchSpec};
 
+/// The default socket path for this user (same rule as the daemon's): on Windows the pipe
+/// `\\.\pipe\spark-<SID>-sparkd`.
+#[cfg(windows)]
+pub fn default_socket_path() -> std::path::PathBuf {
+    spark_platform::windows::default_pipe()
+}
+
 /// The default socket path for this user (same rule as the daemon's).
+#[cfg(not(windows))]
 pub fn default_socket_path() -> std::path::PathBuf {
     spark_proto::default_socket_path(
         std::env::var_os("XDG_RUNTIME_DIR").as_deref(),

@@ -119,7 +119,7 @@ fn parse_bool(name: &str, v: &std::ffi::OsStr) -> Option<bool> {
 pub fn default_daemon_bin() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("sparkd")))
+        .and_then(|exe| exe.parent().map(|d| d.join(platform::exe_name("sparkd"))))
         .filter(|p| platform::is_executable(p))
         .unwrap_or_else(|| PathBuf::from("sparkd"))
 }
@@ -127,7 +127,7 @@ pub fn default_daemon_bin() -> PathBuf {
 /// Connects when a daemon is there; `None` otherwise. An absent socket file costs one `stat`, no connect
 /// attempt and no waiting.
 pub fn try_connect(socket: &Path, opts: &ClientOptions) -> Option<Client> {
-    if std::fs::symlink_metadata(socket).is_err() {
+    if !platform::endpoint_may_exist(socket) {
         return None;
     }
     match Client::connect_with(socket, opts) {
@@ -179,18 +179,19 @@ pub fn connect_or_spawn(cfg: &DaemonConfig) -> Result<Client, SpawnError> {
         }
         return Err(SpawnError::MissingBinary(cfg.daemon_bin.clone()));
     };
-    platform::create_private_dir_all(socket_dir(&cfg.socket))?;
+    let lock_path = platform::side_file(&cfg.socket, ".spawn.lock");
+    platform::create_private_dir_all(parent_dir(&lock_path))?;
     let lock = platform::private_file()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(suffixed(&cfg.socket, ".spawn.lock"))?;
+        .open(&lock_path)?;
     let deadline = Instant::now() + cfg.spawn_timeout;
     let mut child: Option<Child> = None;
     // At most one spawn per call: a daemon that lost the socket to one we cannot see must not be retried
     // in a loop.
     let mut spawned = false;
-    let log = suffixed(&cfg.socket, ".log");
+    let log = platform::side_file(&cfg.socket, ".log");
     let result = loop {
         if let Some(c) = try_connect(&cfg.socket, &cfg.client) {
             break Ok(c);
@@ -280,22 +281,17 @@ fn resolve_bin(bin: &Path) -> Option<PathBuf> {
         return platform::is_executable(bin).then(|| bin.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
+    // `sparkd` is `sparkd.exe` on Windows.
+    let exe = platform::exe_name(&bin.to_string_lossy());
     std::env::split_paths(&path)
-        .map(|d| d.join(bin))
+        .flat_map(|d| [d.join(bin), d.join(&exe)])
         .find(|p| platform::is_executable(p))
 }
 
-fn socket_dir(socket: &Path) -> &Path {
-    socket
-        .parent()
+fn parent_dir(file: &Path) -> &Path {
+    file.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-}
-
-fn suffixed(socket: &Path, suffix: &str) -> PathBuf {
-    let mut s = socket.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// The process-wide connection an engine shares between its systems (the original's `DaemonConnection`).

@@ -17,12 +17,13 @@ const MB: u64 = 1024 * 1024;
 #[derive(Debug, Parser)]
 #[command(name = "sparkd", version, about, long_about = None)]
 pub struct Args {
-    /// Unix socket to listen on [default: $XDG_RUNTIME_DIR/spark/sparkd.sock, else /tmp/spark-$UID/sparkd.sock]
+    /// Unix socket to listen on [default: $XDG_RUNTIME_DIR/spark/sparkd.sock, else /tmp/spark-$UID/sparkd.sock];
+    /// on Windows a named pipe [default: \\.\pipe\spark-SID-sparkd, SID = your user SID]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Root of the persistent caches; each namespace gets DIR/NAME [default: $XDG_CACHE_HOME/spark, else
-    /// ~/.cache/spark]
+    /// ~/.cache/spark; on Windows %LOCALAPPDATA%\Spark\cache]
     #[arg(long, value_name = "DIR")]
     pub cache_root: Option<PathBuf>,
 
@@ -147,7 +148,7 @@ impl Config {
             match a.cache_root.clone().or_else(default_cache_root) {
                 Some(r) => Some(r),
                 None => bail!(
-                    "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-root"
+                    "cannot find a cache directory: set XDG_CACHE_HOME or HOME (LOCALAPPDATA on Windows), or pass --cache-root"
                 ),
             }
         };
@@ -269,7 +270,20 @@ fn default_socket_path() -> PathBuf {
     )
 }
 
+/// `\\.\pipe\spark-<SID>-sparkd`: per user, the same rule as the clients'.
+#[cfg(windows)]
+fn default_socket_path() -> PathBuf {
+    spark_platform::windows::default_pipe()
+}
+
+/// `%LOCALAPPDATA%\Spark\cache`: per user, not roaming (a cache has no business in a roaming profile).
+#[cfg(windows)]
+fn default_cache_root() -> Option<PathBuf> {
+    spark_platform::local_app_data().map(|d| d.join("Spark").join("cache"))
+}
+
 /// `$XDG_CACHE_HOME/spark`, else `~/.cache/spark`.
+#[cfg(not(windows))]
 fn default_cache_root() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("spark"));

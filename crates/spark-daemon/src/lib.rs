@@ -2,7 +2,7 @@
 //!
 //! Layout (see `docs/ARCHITECTURE.md`):
 //! - [`config`]: flags and the resolved configuration, including the namespace table's budgets;
-//! - [`transport`]: where clients connect (the Unix socket today) behind the [`transport::Listener`] seam;
+//! - [`transport`]: where clients connect (a Unix socket; a named pipe on Windows) behind the [`transport::Listener`] seam;
 //! - [`server`]: the accept loop, shutdown and drain; [`lifetime`]: idle and sponsor exit rules;
 //! - [`conn`]: one connection — a reader task, a writer task, replies in request order, events between them;
 //! - [`events`]: the per-connection event queue services push server-initiated frames into;
@@ -57,12 +57,15 @@ pub fn build_registry(namespaces: &Arc<Namespaces>, config: &Config) -> registry
 }
 
 /// Runs a daemon with `config` to completion on a new runtime: takes the socket, opens the stores, serves.
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub fn run(config: Config) -> Result<(), RunError> {
-    use transport::unix::{OwnershipError, UnixTransport, take_socket};
+    #[cfg(unix)]
+    use transport::unix::{OwnershipError, UnixTransport as PlatformTransport, take_socket};
+    #[cfg(windows)]
+    use transport::windows::{OwnershipError, PipeTransport as PlatformTransport, take_socket};
     let ownership = take_socket(&config.socket, config.default_socket).map_err(|e| match e {
-        OwnershipError::AlreadyRunning { .. } => RunError::AlreadyRunning(e.to_string()),
         OwnershipError::Other(e) => RunError::Fatal(e),
+        e => RunError::AlreadyRunning(e.to_string()),
     })?;
     let namespaces = Arc::new(Namespaces::open(&config.namespaces).map_err(RunError::Fatal)?);
     let registry = Arc::new(build_registry(&namespaces, &config));
@@ -88,11 +91,28 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 })
                 .ok();
         }
-        let listener = UnixTransport::bind(ownership)?;
-        server::run(listener, env, &config).await
+        let listener = PlatformTransport::bind(ownership).map_err(bind_error)?;
+        server::run(listener, env, &config)
+            .await
+            .map_err(RunError::Fatal)
     });
     rt.shutdown_timeout(std::time::Duration::from_millis(50));
-    result.map_err(RunError::Fatal)
+    result
+}
+
+#[cfg(unix)]
+fn bind_error(e: anyhow::Error) -> RunError {
+    RunError::Fatal(e)
+}
+
+/// A pipe name held by another process is "already running" (exit status 3), like a held lock.
+#[cfg(windows)]
+fn bind_error(e: transport::windows::OwnershipError) -> RunError {
+    use transport::windows::OwnershipError;
+    match e {
+        OwnershipError::Other(e) => RunError::Fatal(e),
+        e => RunError::AlreadyRunning(e.to_string()),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,8 +25,14 @@ pub fn process_alive(pid: u32) -> bool {
     )
 }
 
+/// `OpenProcess` + `GetExitCodeProcess` (see `spark_platform::windows::process_alive`).
+#[cfg(windows)]
+pub fn process_alive(pid: u32) -> bool {
+    valid_pid(pid) && spark_platform::windows::process_alive(pid)
+}
+
 /// Without a process API here a sponsor is taken to be alive, so `--exit-with-sponsors` never exits early.
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub fn process_alive(pid: u32) -> bool {
     valid_pid(pid)
 }

@@ -17,11 +17,12 @@ use crate::status::{SparkStatus, fail, from_client_error, guard, status_guard};
 pub struct SparkConfig {
     /// Use the daemon at all. Off by default.
     pub enabled: bool,
-    /// The daemon's socket; NULL = `$XDG_RUNTIME_DIR/spark/sparkd.sock` (else `/tmp/spark-$UID/sparkd.sock`).
+    /// The daemon's socket; NULL = `$XDG_RUNTIME_DIR/spark/sparkd.sock` (else `/tmp/spark-$UID/sparkd.sock`);
+    /// on Windows a named pipe, NULL = `\\.\pipe\spark-<SID>-sparkd`.
     pub socket_path: *const c_char,
     /// Start the daemon when none answers. Off by default.
     pub auto_spawn: bool,
-    /// The daemon binary for auto-spawn; NULL = `sparkd` next to the executable, else on `PATH`.
+    /// The daemon binary for auto-spawn; NULL = `sparkd` (`sparkd.exe`) next to the executable, else on `PATH`.
     pub daemon_bin: *const c_char,
     /// Extra flags for an auto-spawned daemon, separated by spaces; NULL = none.
     pub daemon_args: *const c_char,

@@ -167,11 +167,24 @@ impl IndexLog {
         f.write_all(&out)
             .map_err(|e| StoreError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| StoreError::io("rename", &tmp, e))?;
+        // Windows refuses to rename over a file that is open (Wine always; Windows unless the volume
+        // supports POSIX rename semantics), and ours is: close it first. Nothing on disk changes before the
+        // rename, so the replacement stays atomic.
+        drop(std::mem::replace(&mut self.file, f));
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            // Go on appending to the old log, as if no rewrite had been tried.
+            let mut old =
+                platform::open_no_follow(OpenOptions::new().read(true).write(true), &self.path)
+                    .map_err(|e| StoreError::io("reopen", &self.path, e))?;
+            old.seek(SeekFrom::Start(self.len))
+                .map_err(|e| StoreError::io("seek", &self.path, e))?;
+            self.file = old;
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::io("rename", &tmp, e));
+        }
         if let Some(dir) = self.path.parent() {
             platform::sync_dir(dir);
         }
-        self.file = f;
         self.len = out.len() as u64;
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! The store's defences against a hostile cache directory rely on two Unix features: `O_NOFOLLOW` (a symlink
 //! planted in place of a blob file or `index.log` is refused, not followed) and owner-only modes (0700
 //! directories, 0600 blob files). The Windows fallback uses `std` only (the workspace forbids `unsafe`, and
-//! adds no Windows API crate); its limits are stated on each function.
+//! adds no Windows API crate); its limits are stated on each function. Deleting a file that another program
+//! holds open is retried in the background there ([`remove_file`]).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -70,6 +71,16 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
     imp::is_no_space(e)
 }
 
+/// Deletes a blob or pack file that the index no longer references. Eviction must never fail because some
+/// process holds the file open: on Unix unlinking an open file always works; on Windows the store's own
+/// readers open with `FILE_SHARE_DELETE` (std's default share mode), so deleting works too, but another
+/// program (an on-access scanner, a backup or indexing tool) may hold it without that flag. Such a delete
+/// is retried in the background (see `windows::defer_delete`); whatever is still there at the next start
+/// is an orphan and the sweep removes or adopts it. `Err` only for real failures, which callers log.
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    imp::remove_file(path)
+}
+
 #[cfg(unix)]
 mod unix {
     use std::fs::{DirBuilder, File, OpenOptions};
@@ -130,6 +141,10 @@ mod unix {
             Some(Errno::NOSPC | Errno::DQUOT)
         )
     }
+
+    pub(super) fn remove_file(path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
 }
 
 #[cfg(windows)]
@@ -137,7 +152,10 @@ mod windows {
     use std::fs::{DirBuilder, File, OpenOptions};
     use std::io;
     use std::os::windows::fs::OpenOptionsExt;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+    use std::time::{Duration, Instant};
 
     /// `FILE_FLAG_OPEN_REPARSE_POINT`: open a symlink itself instead of its target.
     const OPEN_REPARSE_POINT: u32 = 0x0020_0000;
@@ -240,5 +258,90 @@ mod windows {
             e.raw_os_error(),
             Some(ERROR_HANDLE_DISK_FULL | ERROR_DISK_FULL | ERROR_DISK_QUOTA_EXCEEDED)
         )
+    }
+
+    /// `ERROR_ACCESS_DENIED` (also what a delete-pending or read-only file gives) and
+    /// `ERROR_SHARING_VIOLATION`: someone holds the file without `FILE_SHARE_DELETE`.
+    const ERROR_ACCESS_DENIED: i32 = 5;
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    /// Retries back off from 10 ms to this, for at most [`DEFER_FOR`] per file.
+    const DEFER_MAX_PAUSE: Duration = Duration::from_secs(2);
+    const DEFER_FOR: Duration = Duration::from_secs(600);
+
+    pub(super) fn remove_file(path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(ERROR_SHARING_VIOLATION | ERROR_ACCESS_DENIED)
+                ) =>
+            {
+                defer_delete(path.to_path_buf());
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Files whose delete is being retried, and the thread retrying them (started on first use).
+    static DEFERRED: Mutex<Option<Sender<PathBuf>>> = Mutex::new(None);
+
+    /// Hands `path` to the retry thread. The file's name is unique and never reused (blob and pack ids
+    /// only grow), so a late delete can never hit a newer file.
+    fn defer_delete(path: PathBuf) {
+        tracing::debug!(
+            "{} is held open by another program; deleting it once it is released",
+            path.display()
+        );
+        let mut g = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+        let path = match g.as_ref() {
+            Some(tx) => match tx.send(path) {
+                Ok(()) => return,
+                // The thread is gone (it never exits while a sender lives; belt and braces): start anew.
+                Err(e) => e.0,
+            },
+            None => path,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = tx.send(path);
+        let started = std::thread::Builder::new()
+            .name("spark-store-deferred-delete".into())
+            .spawn(move || retry_deletes(rx));
+        if started.is_ok() {
+            *g = Some(tx);
+        }
+    }
+
+    fn retry_deletes(rx: Receiver<PathBuf>) {
+        let mut pending: Vec<(PathBuf, Instant)> = Vec::new();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let next = if pending.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(pause)
+            };
+            match next {
+                Ok(p) => {
+                    pending.push((p, Instant::now()));
+                    pause = Duration::from_millis(10);
+                }
+                Err(RecvTimeoutError::Timeout) => pause = (pause * 2).min(DEFER_MAX_PAUSE),
+                Err(RecvTimeoutError::Disconnected) if pending.is_empty() => return,
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(pause),
+            }
+            pending.retain(|(p, since)| match std::fs::remove_file(p) {
+                Ok(()) => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) if since.elapsed() > DEFER_FOR => {
+                    tracing::warn!(
+                        "giving up deleting {} ({e}); the next start's sweep removes it",
+                        p.display()
+                    );
+                    false
+                }
+                Err(_) => true,
+            });
+        }
     }
 }

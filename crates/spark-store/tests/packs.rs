@@ -476,6 +476,7 @@ fn puts_removals_and_compactions_survive_reopening() {
 /// The space figure of BENCHMARKS.md ("Storage v2"): 100,000 blobs of 4 KiB put, every other one
 /// invalidated, compaction run; prints the bytes on disk against the live bytes (ignored: it writes 400 MiB;
 /// `cargo test --release -p spark-store --test packs -- --ignored --nocapture space_after`).
+#[cfg(unix)] // allocated blocks: a Unix metadata field
 #[test]
 #[ignore]
 fn space_after_half_invalidation_of_100k_4kib_blobs() {

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "sparkctl", version, about = "Talk to a running sparkd")]
 pub struct Cli {
-    /// Daemon socket [default: $XDG_RUNTIME_DIR/spark/sparkd.sock, else /tmp/spark-$UID/sparkd.sock]
+    /// Daemon socket [default: $XDG_RUNTIME_DIR/spark/sparkd.sock, else /tmp/spark-$UID/sparkd.sock; on Windows \\.\pipe\spark-SID-sparkd]
     #[arg(long, global = true, value_name = "PATH", env = "SPARK_DAEMON_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Print machine-readable JSON

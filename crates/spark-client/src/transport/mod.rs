@@ -2,9 +2,9 @@
 //!
 //! The framing code only ever sees a [`Transport`]: a byte stream that can write without raising
 //! signals and can wait a bounded time for input. A [`Connector`] opens one from a socket path. On Unix
-//! that is a Unix-domain socket ([`unix`]); on Windows the daemon will listen on a named pipe, which is not
-//! implemented yet: [`DefaultConnector`] then fails every connect with an `Unsupported` error that says so
-//! (issue: Windows named-pipe transport), so an engine on Windows runs as if no daemon were installed.
+//! that is a Unix-domain socket (`unix`); on Windows a named pipe, `\\.\pipe\NAME` (`windows`). On any
+//! other platform [`DefaultConnector`] fails every connect with an `Unsupported` error that says so, so an
+//! engine there runs as if no daemon were installed.
 
 use std::io::{self, IoSlice, Read};
 use std::path::Path;
@@ -12,6 +12,8 @@ use std::time::Duration;
 
 #[cfg(unix)]
 pub mod unix;
+#[cfg(windows)]
+pub mod windows;
 
 /// One connected byte stream to the daemon.
 pub trait Transport: Read + Send {
@@ -37,13 +39,14 @@ pub trait Connector: Send + Sync {
     fn connect(&self, path: &Path) -> io::Result<Box<dyn Transport>>;
 }
 
-/// The platform's transport: Unix-domain sockets on Unix; on other platforms an `Unsupported` error.
+/// The platform's transport: Unix-domain sockets on Unix, named pipes on Windows; elsewhere an
+/// `Unsupported` error.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultConnector;
 
 /// What [`DefaultConnector`] reports where there is no transport yet.
-pub const NO_TRANSPORT_MESSAGE: &str = "sparkd transport: Windows named pipes are not implemented yet \
-     (issue: Windows named-pipe transport); running without the daemon";
+pub const NO_TRANSPORT_MESSAGE: &str = "sparkd transport: this platform has neither Unix sockets nor \
+     Windows named pipes; running without the daemon";
 
 impl Connector for DefaultConnector {
     #[cfg(unix)]
@@ -51,7 +54,12 @@ impl Connector for DefaultConnector {
         unix::UnixConnector.connect(path)
     }
 
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    fn connect(&self, path: &Path) -> io::Result<Box<dyn Transport>> {
+        windows::PipeConnector.connect(path)
+    }
+
+    #[cfg(not(any(unix, windows)))]
     fn connect(&self, _path: &Path) -> io::Result<Box<dyn Transport>> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,

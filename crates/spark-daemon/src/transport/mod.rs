@@ -3,8 +3,8 @@
 //! clients connect lives in one file per transport.
 //!
 //! - [`unix`]: a Unix domain socket guarded by a lock file, peers checked by uid (`SO_PEERCRED`).
-//!
-//! A Windows named-pipe transport is the next one (its own issue); it implements [`Listener`] the same way.
+//! - `windows`: a named pipe with an owner-only security descriptor, guarded by a `LockFileEx` lock, peers
+//!   checked by user SID.
 
 use std::future::Future;
 
@@ -14,6 +14,8 @@ use crate::registry::Peer;
 
 #[cfg(unix)]
 pub mod unix;
+#[cfg(windows)]
+pub mod windows;
 
 /// One accepted connection.
 pub struct Accepted<R, W> {

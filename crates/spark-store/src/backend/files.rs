@@ -228,7 +228,7 @@ impl BlobBackend for FileBackend {
     fn remove(&self, loc: Location, _stored: u64) {
         let Some(id) = Self::id(loc) else { return };
         let p = self.dirs.blob_path(id);
-        if let Err(e) = std::fs::remove_file(&p)
+        if let Err(e) = platform::remove_file(&p)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!("cannot delete {}: {e}", p.display());

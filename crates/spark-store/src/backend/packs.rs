@@ -521,7 +521,7 @@ impl BlobBackend for PackBackend {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&pack);
         if let Some(p) = removed {
-            if let Err(e) = std::fs::remove_file(&p.path) {
+            if let Err(e) = platform::remove_file(&p.path) {
                 warn!("cannot delete {}: {e}", p.path.display());
             }
             if self.fsync {
@@ -541,7 +541,7 @@ impl BlobBackend for PackBackend {
             .map(|(_, p)| p)
             .collect();
         for p in all {
-            if let Err(e) = std::fs::remove_file(&p.path) {
+            if let Err(e) = platform::remove_file(&p.path) {
                 warn!("cannot delete {}: {e}", p.path.display());
             }
         }
