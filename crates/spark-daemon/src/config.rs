@@ -114,6 +114,15 @@ pub struct Args {
     #[arg(long, value_name = "KB", default_value_t = 4096)]
     pub compile_max_input_kb: usize,
 
+    /// Serve HTTP (metrics, status, dashboard, ccache and Bazel caches) on this address, e.g. 127.0.0.1:8420.
+    /// Loopback only unless --http-allow-remote; every request needs the token (docs/http.md)
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// Allow --http on a non-loopback address
+    #[arg(long, requires = "http")]
+    pub http_allow_remote: bool,
+
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -133,6 +142,8 @@ pub struct Config {
     pub watch: crate::services::watch::WatchConfig,
     /// The Compile service's pool, timeout, backends and limits.
     pub compile: CompileConfig,
+    /// The HTTP front, when `--http` is given.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 impl Config {
@@ -185,6 +196,11 @@ impl Config {
                 glslang: a.glslang.clone(),
                 max_input: a.compile_max_input_kb.saturating_mul(1024),
             },
+            http: a
+                .http
+                .as_deref()
+                .map(|h| crate::http::HttpConfig::parse(h, a.http_allow_remote))
+                .transpose()?,
         })
     }
 

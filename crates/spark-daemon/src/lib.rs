@@ -15,6 +15,7 @@
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod http;
 pub mod lifetime;
 pub mod namespaces;
 pub mod platform;
@@ -87,6 +88,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     store.sweep();
                 })
                 .ok();
+        }
+        // HTTP is bound before the socket: a daemon that answers on its socket answers HTTP too.
+        if let Some(h) = &config.http {
+            let token = http::auth::token_path(&config.socket);
+            http::bind(h, &token, env.state.clone(), namespaces.clone())
+                .await?
+                .spawn();
         }
         let listener = UnixTransport::bind(ownership)?;
         server::run(listener, env, &config).await
