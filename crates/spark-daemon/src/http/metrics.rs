@@ -107,10 +107,15 @@ impl Scrape {
 
 /// A message's name for a label: its protocol name, else its type in hex.
 fn message_name(service: u16, msg_type: u16) -> String {
-    let svc = spark_proto::service::name(service);
+    use spark_proto::service::{ASSET, SHADER};
+    // The two blob caches share one message set ("cache"); some messages are on every service ("any").
+    let svc = match service {
+        SHADER | ASSET => "cache",
+        id => spark_proto::service::name(id),
+    };
     spark_proto::messages::ALL
         .iter()
-        .find(|m| m.service == svc && m.msg_type == msg_type)
+        .find(|m| (m.service == svc || m.service == "any") && m.msg_type == msg_type)
         .map(|m| m.name.to_string())
         .unwrap_or_else(|| match msg_type {
             spark_proto::msg::STREAM_CHUNK => "StreamChunk".into(),
