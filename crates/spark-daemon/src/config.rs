@@ -248,7 +248,12 @@ fn memory_shares(a: &Args) -> anyhow::Result<BTreeMap<&'static str, u64>> {
     if claimed > 100 {
         bail!("--memory-share adds up to {claimed}%; the shares must total at most 100%");
     }
-    let rest = decl::DECLARED.len() - explicit.len();
+    // The HTTP front's namespaces take no memory unless it is on (or they are given a share).
+    let idle = |name: &str| a.http.is_none() && crate::http::NAMESPACES.contains(&name);
+    let rest = decl::DECLARED
+        .iter()
+        .filter(|d| !explicit.contains_key(d.name) && !idle(d.name))
+        .count();
     let each_rest = if rest == 0 {
         0
     } else {
@@ -259,6 +264,7 @@ fn memory_shares(a: &Args) -> anyhow::Result<BTreeMap<&'static str, u64>> {
         .map(|d| {
             let b = match explicit.get(d.name) {
                 Some(p) => total / 100 * p,
+                None if idle(d.name) => 0,
                 None => each_rest,
             };
             (d.name, b)
@@ -316,13 +322,33 @@ mod tests {
     fn memory_is_split_evenly_unless_shares_say_otherwise() {
         let c = Config::from_args(&args(&[])).unwrap();
         assert_eq!(
-            budgets(&c)[..3],
-            [("shader", 16), ("asset", 16), ("compile", 16)]
+            budgets(&c),
+            [
+                ("shader", 33),
+                ("asset", 33),
+                ("compile", 33),
+                ("ccache", 0),
+                ("bazel-ac", 0),
+                ("bazel-cas", 0)
+            ]
+        );
+        // With --http, the HTTP front's namespaces share the rest too.
+        let c = Config::from_args(&args(&["--http", "127.0.0.1:1"])).unwrap();
+        assert_eq!(
+            budgets(&c),
+            [
+                ("shader", 16),
+                ("asset", 16),
+                ("compile", 16),
+                ("ccache", 16),
+                ("bazel-ac", 16),
+                ("bazel-cas", 16)
+            ]
         );
         let c = Config::from_args(&args(&["--memory-share", "shader=70"])).unwrap();
         assert_eq!(
             budgets(&c)[..3],
-            [("shader", 70), ("asset", 6), ("compile", 6)]
+            [("shader", 70), ("asset", 15), ("compile", 15)]
         );
         let c = Config::from_args(&args(&[
             "--memory-share",
@@ -333,7 +359,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             budgets(&c)[..3],
-            [("shader", 20), ("asset", 10), ("compile", 17)]
+            [("shader", 20), ("asset", 10), ("compile", 70)]
         );
     }
 

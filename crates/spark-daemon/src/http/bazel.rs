@@ -11,17 +11,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::blobs;
+use super::blobs::{self, BadRequest};
 use super::server::App;
 
 /// The 32 bytes a lowercase (or uppercase) hex SHA-256 names.
-pub fn parse_sha256(hex: &str) -> Result<[u8; 32], Response> {
+pub fn parse_sha256(hex: &str) -> Result<[u8; 32], BadRequest> {
     let bad = || {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("'{hex}' is not a SHA-256: expected 64 hex digits\n"),
-        )
-            .into_response()
+        BadRequest(format!(
+            "'{hex}' is not a SHA-256: expected 64 hex digits\n"
+        ))
     };
     if hex.len() != 64 {
         return Err(bad());
@@ -37,21 +35,21 @@ pub fn parse_sha256(hex: &str) -> Result<[u8; 32], Response> {
 async fn get_in(app: &App, ns: &str, hash: &str) -> Response {
     match parse_sha256(hash) {
         Ok(k) => blobs::get(&app.namespaces.expect(ns), &k).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 fn head_in(app: &App, ns: &str, hash: &str) -> Response {
     match parse_sha256(hash) {
         Ok(k) => blobs::head(&app.namespaces.expect(ns), &k),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn put_in(app: &App, ns: &str, hash: &str, headers: &HeaderMap, body: Body) -> Response {
     let k = match parse_sha256(hash) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     // Only the CAS is addressed by content; an action result is keyed by its action's digest.
     let verify = (ns == "bazel-cas").then_some(k);

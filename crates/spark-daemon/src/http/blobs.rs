@@ -50,6 +50,16 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// A request naming something that cannot exist (a malformed key or digest): 400 with the reason.
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, self.0).into_response()
+    }
+}
+
 /// Why a PUT failed, as an HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {

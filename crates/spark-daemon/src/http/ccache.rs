@@ -10,21 +10,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::blobs;
+use super::blobs::{self, BadRequest};
 use super::server::App;
 
 /// The entry's key: the path under `/ccache/` without its layout's slashes. ccache's keys are letters and
 /// digits; anything else is refused rather than stored under a name ccache could never ask for.
-fn key(path: &str) -> Result<Vec<u8>, Response> {
+fn key(path: &str) -> Result<Vec<u8>, BadRequest> {
     let k: String = path.split('/').collect();
     if k.is_empty() || k.len() > 128 || !k.bytes().all(|c| c.is_ascii_alphanumeric()) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!(
-                "'{path}' is not a ccache key: expected 1..=128 letters and digits, optionally split by '/'\n"
-            ),
-        )
-            .into_response());
+        return Err(BadRequest(format!(
+            "'{path}' is not a ccache key: expected 1..=128 letters and digits, optionally split by '/'\n"
+        )));
     }
     Ok(k.into_bytes())
 }
@@ -32,14 +28,14 @@ fn key(path: &str) -> Result<Vec<u8>, Response> {
 pub async fn get(State(app): State<Arc<App>>, Path(path): Path<String>) -> Response {
     match key(&path) {
         Ok(k) => blobs::get(&app.namespaces.expect("ccache"), &k).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 pub async fn head(State(app): State<Arc<App>>, Path(path): Path<String>) -> Response {
     match key(&path) {
         Ok(k) => blobs::head(&app.namespaces.expect("ccache"), &k),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -51,7 +47,7 @@ pub async fn put(
 ) -> Response {
     let k = match key(&path) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ns = app.namespaces.expect("ccache");
     match blobs::put(&ns, k, body, blobs::content_length(&headers), None).await {
@@ -63,7 +59,7 @@ pub async fn put(
 pub async fn delete(State(app): State<Arc<App>>, Path(path): Path<String>) -> Response {
     let k = match key(&path) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match app.namespaces.expect("ccache").remove(k).await {
         Ok(true) => StatusCode::OK.into_response(),

@@ -19,10 +19,15 @@ use spark_store::StoreStats;
 use super::server::App;
 use crate::conn::stats::{ConnSnapshot, LATENCY_BOUNDS_US};
 
+/// An HTTP request's labels: endpoint, method, status.
+type HttpKey = (&'static str, String, u16);
+/// A namespace's name, store statistics and its service's own counters.
+type NsCounters = (&'static str, StoreStats, Vec<(&'static str, u64)>);
+
 /// Requests the HTTP front answered, by (endpoint, method, status), and its body bytes.
 #[derive(Default)]
 pub struct HttpStats {
-    requests: Mutex<HashMap<(&'static str, String, u16), u64>>,
+    requests: Mutex<HashMap<HttpKey, u64>>,
     bytes: Mutex<(u64, u64)>,
 }
 
@@ -43,7 +48,7 @@ impl HttpStats {
     }
 
     /// Every count, sorted (stable output), and (bytes in, bytes out).
-    pub fn snapshot(&self) -> (Vec<((&'static str, String, u16), u64)>, (u64, u64)) {
+    pub fn snapshot(&self) -> (Vec<(HttpKey, u64)>, (u64, u64)) {
         let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = r.iter().map(|(k, n)| (k.clone(), *n)).collect();
         v.sort();
@@ -61,13 +66,13 @@ impl HttpStats {
 /// Everything one scrape reports, taken at once.
 #[derive(Debug)]
 struct Scrape {
-    namespaces: Vec<(&'static str, StoreStats, Vec<(&'static str, u64)>)>,
+    namespaces: Vec<NsCounters>,
     conn: ConnSnapshot,
     connections: u64,
     connections_total: u64,
     clients: u64,
     uptime: f64,
-    http: Vec<((&'static str, String, u16), u64)>,
+    http: Vec<(HttpKey, u64)>,
     http_bytes: (u64, u64),
 }
 

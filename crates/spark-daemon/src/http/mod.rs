@@ -27,6 +27,10 @@ use anyhow::{Context, bail};
 
 pub use server::{HttpServer, bind};
 
+/// The namespaces only the HTTP front serves (declared in `namespaces/decl.rs`): without `--http` they get no
+/// share of the memory budget.
+pub const NAMESPACES: &[&str] = &["ccache", "bazel-ac", "bazel-cas"];
+
 /// Where the HTTP front listens.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
