@@ -3,7 +3,8 @@
 # made (ccache-style PUT/GET hits and misses over a few seconds, a named client on the socket). From the DOM
 # it proves that the embedded script and style sheet loaded (the page marks #summary) and that the charts have
 # data: the ccache card's counters and hit-rate points, the client's name in the table. The screenshot and
-# the DOM are kept in target/artifacts/.
+# the DOM are kept in target/artifacts/. Then the page is driven over the DevTools protocol until it has
+# received two live samples over server-sent events (scripts/http/cdp_live.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -113,4 +114,6 @@ check(int(s.get("data-clients", 0)) >= 1 and "dashboard-test-editor" in p.cells,
 print("ok: dashboard loaded its embedded assets; %s samples; ccache hits=%s misses=%s, %s chart points; clients %s"
       % (s["data-samples"], c["data-hits"], c["data-misses"], c["data-points"], s["data-clients"]))
 PY
-echo "artefacts: $art/dashboard.png, $art/dashboard-dom.html"
+# Live: the same page in a browser driven over the DevTools protocol must receive samples over /events.
+python3 scripts/http/cdp_live.py "$browser" "$tmp/profile-live" "$url" "$art/dashboard-live.png"
+echo "artefacts: $art/dashboard.png, $art/dashboard-live.png, $art/dashboard-dom.html"
