@@ -53,7 +53,8 @@ fn read_response(r: &mut BufReader<TcpStream>, line: &mut String) -> anyhow::Res
     let mut left = len;
     let mut sink = [0u8; 64 * 1024];
     while left > 0 {
-        let n = r.read(&mut sink[..left.min(sink.len())])?;
+        let want = left.min(sink.len());
+        let n = r.read(&mut sink[..want])?;
         if n == 0 {
             bail!("connection closed mid-body");
         }
