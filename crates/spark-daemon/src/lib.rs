@@ -92,7 +92,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         // HTTP is bound before the socket: a daemon that answers on its socket answers HTTP too.
         if let Some(h) = &config.http {
             let token = http::auth::token_path(&config.socket);
-            http::bind(h, &token, env.state.clone(), namespaces.clone())
+            http::bind(h, &token, env.clone(), namespaces.clone())
                 .await?
                 .spawn();
         }

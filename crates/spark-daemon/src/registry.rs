@@ -194,6 +194,12 @@ pub trait Service: Send + Sync + 'static {
     /// Called once when a connection ends, however it ends, so the service can release what the connection
     /// held (subscriptions, locks, sponsors).
     fn on_disconnect(&self, _conn_id: u64) {}
+
+    /// The service's own levels and counters (the Watch service's roots and subscriptions …), read at scrape
+    /// time by the HTTP front's `/metrics`. None by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[derive(Default)]

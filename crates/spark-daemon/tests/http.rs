@@ -138,6 +138,19 @@ fn metrics_parse_and_counters_move_after_known_traffic() {
         "the first scrape is counted by the second"
     );
     assert!(d("sparkd_http_bytes_in_total", &[]) >= 6.0);
+    // The Watch service's roots and subscriptions: one of each while our client watches a directory.
+    let watched = tempfile::tempdir().unwrap();
+    c.watch()
+        .subscribe(watched.path(), &spark_client::WatchSpec::default())
+        .unwrap();
+    let w = parse_prometheus(&h.get_text("/metrics")).expect("a valid exposition");
+    let watch = |counter| {
+        w.value(
+            "sparkd_service_state",
+            &[("service", "watch"), ("counter", counter)],
+        )
+    };
+    assert_eq!((watch("roots"), watch("subscriptions")), (1.0, 1.0));
     // The Compile service's own counters appear under its namespace.
     assert!(
         after

@@ -73,6 +73,8 @@ impl HttpStats {
 #[derive(Debug)]
 struct Scrape {
     namespaces: Vec<NsCounters>,
+    /// (service, its own counters) for services that report any.
+    services: Vec<(&'static str, Vec<(&'static str, u64)>)>,
     conn: ConnSnapshot,
     connections: u64,
     connections_total: u64,
@@ -99,10 +101,17 @@ impl Scrape {
                 (ns.name(), stats, extra)
             })
             .collect();
+        let services = app
+            .registry
+            .services()
+            .map(|svc| (spark_proto::service::name(svc.id()), svc.counters()))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
         let (http, http_bytes) = app.stats.snapshot();
         let s = &app.state;
         Scrape {
             namespaces,
+            services,
             conn: s.conn_stats.snapshot(),
             connections: s.open_connections() as u64,
             connections_total: s
@@ -174,6 +183,7 @@ fn family<L: prometheus_client::encoding::EncodeLabelSet>(
 impl prometheus_client::collector::Collector for Scrape {
     fn encode(&self, mut enc: Enc<'_>) -> Result<(), std::fmt::Error> {
         self.encode_namespaces(&mut enc)?;
+        self.encode_services(&mut enc)?;
         self.encode_connections(&mut enc)?;
         self.encode_http(&mut enc)
     }
@@ -269,6 +279,21 @@ impl Scrape {
             "A service's own counters, by the namespace it serves.",
             MetricType::Gauge,
             extra,
+        )
+    }
+
+    fn encode_services(&self, enc: &mut Enc<'_>) -> Result<(), std::fmt::Error> {
+        let samples = self.services.iter().flat_map(|(svc, counters)| {
+            counters
+                .iter()
+                .map(move |(c, v)| ([("service", *svc), ("counter", *c)], *v as f64))
+        });
+        family(
+            enc,
+            "sparkd_service_state",
+            "A socket service's own levels (the Watch service's roots and subscriptions …).",
+            MetricType::Gauge,
+            samples,
         )
     }
 

@@ -23,6 +23,8 @@ use crate::state::ServerState;
 /// What every HTTP handler shares.
 pub struct App {
     pub state: Arc<ServerState>,
+    /// The socket protocol's services (for their own counters in `/metrics`).
+    pub registry: Arc<crate::registry::Registry>,
     pub namespaces: Arc<Namespaces>,
     pub token: Token,
     pub stats: HttpStats,
@@ -42,7 +44,7 @@ pub struct HttpServer {
 pub async fn bind(
     cfg: &HttpConfig,
     token_path: &std::path::Path,
-    state: Arc<ServerState>,
+    env: Arc<crate::conn::ConnEnv>,
     namespaces: Arc<Namespaces>,
 ) -> anyhow::Result<HttpServer> {
     let token = Token::load_or_create(token_path)?;
@@ -54,7 +56,8 @@ pub async fn bind(
     })?;
     let addr = listener.local_addr()?;
     let app = Arc::new(App {
-        state,
+        state: env.state.clone(),
+        registry: env.registry.clone(),
         namespaces,
         token,
         stats: HttpStats::default(),
