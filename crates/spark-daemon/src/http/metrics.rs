@@ -4,6 +4,7 @@
 //! `prometheus-client`. Only the HTTP front's own per-endpoint counts live here ([`HttpStats`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -28,7 +29,8 @@ type NsCounters = (&'static str, StoreStats, Vec<(&'static str, u64)>);
 #[derive(Default)]
 pub struct HttpStats {
     requests: Mutex<HashMap<HttpKey, u64>>,
-    bytes: Mutex<(u64, u64)>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 impl HttpStats {
@@ -48,9 +50,8 @@ impl HttpStats {
             .unwrap_or_else(|e| e.into_inner())
             .entry((endpoint, method, status))
             .or_insert(0) += 1;
-        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        b.0 += inb;
-        b.1 += outb;
+        self.bytes_in.fetch_add(inb, Ordering::Relaxed);
+        self.bytes_out.fetch_add(outb, Ordering::Relaxed);
     }
 
     /// Every count, sorted (stable output), and (bytes in, bytes out).
@@ -58,7 +59,10 @@ impl HttpStats {
         let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = r.iter().map(|(k, n)| (*k, *n)).collect();
         v.sort();
-        let b = *self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let b = (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        );
         (v, b)
     }
 
