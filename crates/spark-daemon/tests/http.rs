@@ -138,6 +138,12 @@ fn metrics_parse_and_counters_move_after_known_traffic() {
         "the first scrape is counted by the second"
     );
     assert!(d("sparkd_http_bytes_in_total", &[]) >= 6.0);
+}
+
+#[test]
+fn services_report_their_own_levels_in_metrics() {
+    let h = HttpDaemon::start(&[]);
+    let c = h.d.client();
     // The Watch service's roots and subscriptions: one of each while our client watches a directory.
     let watched = tempfile::tempdir().unwrap();
     c.watch()
@@ -153,8 +159,7 @@ fn metrics_parse_and_counters_move_after_known_traffic() {
     assert_eq!((watch("roots"), watch("subscriptions")), (1.0, 1.0));
     // The Compile service's own counters appear under its namespace.
     assert!(
-        after
-            .matching("sparkd_service_counter", &[("namespace", "compile")])
+        w.matching("sparkd_service_counter", &[("namespace", "compile")])
             .count()
             > 0
     );

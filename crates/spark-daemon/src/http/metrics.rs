@@ -224,6 +224,10 @@ impl Scrape {
                 .map(|(n, s, _)| ([("namespace", *n)], pick(s) as f64));
             family(enc, name, help, MetricType::Counter, samples)?;
         }
+        self.encode_namespace_levels(enc)
+    }
+
+    fn encode_namespace_levels(&self, enc: &mut Enc<'_>) -> Result<(), std::fmt::Error> {
         let entries = self
             .namespaces
             .iter()
@@ -368,6 +372,10 @@ impl Scrape {
             MetricType::Counter,
             [(NO_LABELS, self.conn.bytes_out as f64)],
         )?;
+        self.encode_latency(enc)
+    }
+
+    fn encode_latency(&self, enc: &mut Enc<'_>) -> Result<(), std::fmt::Error> {
         let mut m = enc.encode_descriptor(
             "sparkd_request_duration_seconds",
             "Time from a request's frame being read to its reply being written, by service.",

@@ -254,55 +254,7 @@ pub fn parse_prometheus(text: &str) -> Result<Scrape, String> {
         if !is_metric_name(name) {
             return Err(err("bad metric name"));
         }
-        let mut labels = BTreeMap::new();
-        let rest = if let Some(body) = rest.strip_prefix('{') {
-            let mut chars = body.char_indices().peekable();
-            let end;
-            loop {
-                let Some((start, c)) = chars.next() else {
-                    return Err(err("unterminated labels"));
-                };
-                if c == '}' {
-                    end = start;
-                    break;
-                }
-                if c == ',' {
-                    continue;
-                }
-                let eq = body[start..]
-                    .find('=')
-                    .ok_or_else(|| err("label without '='"))?
-                    + start;
-                let key = &body[start..eq];
-                if !is_metric_name(key) {
-                    return Err(err("bad label name"));
-                }
-                while chars.peek().is_some_and(|(i, _)| *i <= eq) {
-                    chars.next();
-                }
-                if chars.next().map(|(_, c)| c) != Some('"') {
-                    return Err(err("label value not quoted"));
-                }
-                let mut v = String::new();
-                loop {
-                    match chars.next() {
-                        Some((_, '\\')) => match chars.next() {
-                            Some((_, 'n')) => v.push('\n'),
-                            Some((_, '\\')) => v.push('\\'),
-                            Some((_, '"')) => v.push('"'),
-                            _ => return Err(err("bad escape")),
-                        },
-                        Some((_, '"')) => break,
-                        Some((_, '\n')) | None => return Err(err("unterminated label value")),
-                        Some((_, c)) => v.push(c),
-                    }
-                }
-                labels.insert(key.to_string(), v);
-            }
-            &body[end + 1..]
-        } else {
-            rest
-        };
+        let (labels, rest) = parse_labels(rest).map_err(|m| err(&m))?;
         let mut parts = rest.split_whitespace();
         let value = match parts.next() {
             Some("+Inf") => f64::INFINITY,
@@ -322,6 +274,61 @@ pub fn parse_prometheus(text: &str) -> Result<Scrape, String> {
     }
     check_families(&out)?;
     Ok(out)
+}
+
+/// The `{k="v",…}` after a metric name (if any), and the rest of the line.
+fn parse_labels(rest: &str) -> Result<(BTreeMap<String, String>, &str), String> {
+    let err = |m: &str| m.to_string();
+    let mut labels = BTreeMap::new();
+    let rest = if let Some(body) = rest.strip_prefix('{') {
+        let mut chars = body.char_indices().peekable();
+        let end;
+        loop {
+            let Some((start, c)) = chars.next() else {
+                return Err(err("unterminated labels"));
+            };
+            if c == '}' {
+                end = start;
+                break;
+            }
+            if c == ',' {
+                continue;
+            }
+            let eq = body[start..]
+                .find('=')
+                .ok_or_else(|| err("label without '='"))?
+                + start;
+            let key = &body[start..eq];
+            if !is_metric_name(key) {
+                return Err(err("bad label name"));
+            }
+            while chars.peek().is_some_and(|(i, _)| *i <= eq) {
+                chars.next();
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return Err(err("label value not quoted"));
+            }
+            let mut v = String::new();
+            loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => v.push('\n'),
+                        Some((_, '\\')) => v.push('\\'),
+                        Some((_, '"')) => v.push('"'),
+                        _ => return Err(err("bad escape")),
+                    },
+                    Some((_, '"')) => break,
+                    Some((_, '\n')) | None => return Err(err("unterminated label value")),
+                    Some((_, c)) => v.push(c),
+                }
+            }
+            labels.insert(key.to_string(), v);
+        }
+        &body[end + 1..]
+    } else {
+        rest
+    };
+    Ok((labels, rest))
 }
 
 fn family_of<'a>(s: &'a Sample, types: &BTreeMap<String, String>) -> Option<(&'a str, &'a str)> {
