@@ -115,6 +115,15 @@ pub struct Args {
     #[arg(long, value_name = "KB", default_value_t = 4096)]
     pub compile_max_input_kb: usize,
 
+    /// Serve HTTP (metrics, status, dashboard, ccache and Bazel caches) on this address, e.g. 127.0.0.1:8420.
+    /// Loopback only unless --http-allow-remote; every request needs the token (docs/http.md)
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+
+    /// Allow --http on a non-loopback address
+    #[arg(long, requires = "http")]
+    pub http_allow_remote: bool,
+
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -134,6 +143,8 @@ pub struct Config {
     pub watch: crate::services::watch::WatchConfig,
     /// The Compile service's pool, timeout, backends and limits.
     pub compile: CompileConfig,
+    /// The HTTP front, when `--http` is given.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 impl Config {
@@ -186,6 +197,11 @@ impl Config {
                 glslang: a.glslang.clone(),
                 max_input: a.compile_max_input_kb.saturating_mul(1024),
             },
+            http: a
+                .http
+                .as_deref()
+                .map(|h| crate::http::HttpConfig::parse(h, a.http_allow_remote))
+                .transpose()?,
         })
     }
 
@@ -233,7 +249,12 @@ fn memory_shares(a: &Args) -> anyhow::Result<BTreeMap<&'static str, u64>> {
     if claimed > 100 {
         bail!("--memory-share adds up to {claimed}%; the shares must total at most 100%");
     }
-    let rest = decl::DECLARED.len() - explicit.len();
+    // The HTTP front's namespaces take no memory unless it is on (or they are given a share).
+    let idle = |name: &str| a.http.is_none() && crate::http::NAMESPACES.contains(&name);
+    let rest = decl::DECLARED
+        .iter()
+        .filter(|d| !explicit.contains_key(d.name) && !idle(d.name))
+        .count();
     let each_rest = if rest == 0 {
         0
     } else {
@@ -244,6 +265,7 @@ fn memory_shares(a: &Args) -> anyhow::Result<BTreeMap<&'static str, u64>> {
         .map(|d| {
             let b = match explicit.get(d.name) {
                 Some(p) => total / 100 * p,
+                None if idle(d.name) => 0,
                 None => each_rest,
             };
             (d.name, b)
@@ -315,11 +337,31 @@ mod tests {
         let c = Config::from_args(&args(&[])).unwrap();
         assert_eq!(
             budgets(&c),
-            [("shader", 33), ("asset", 33), ("compile", 33)]
+            [
+                ("shader", 33),
+                ("asset", 33),
+                ("compile", 33),
+                ("ccache", 0),
+                ("bazel-ac", 0),
+                ("bazel-cas", 0)
+            ]
+        );
+        // With --http, the HTTP front's namespaces share the rest too.
+        let c = Config::from_args(&args(&["--http", "127.0.0.1:1"])).unwrap();
+        assert_eq!(
+            budgets(&c),
+            [
+                ("shader", 16),
+                ("asset", 16),
+                ("compile", 16),
+                ("ccache", 16),
+                ("bazel-ac", 16),
+                ("bazel-cas", 16)
+            ]
         );
         let c = Config::from_args(&args(&["--memory-share", "shader=70"])).unwrap();
         assert_eq!(
-            budgets(&c),
+            budgets(&c)[..3],
             [("shader", 70), ("asset", 15), ("compile", 15)]
         );
         let c = Config::from_args(&args(&[
@@ -330,7 +372,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            budgets(&c),
+            budgets(&c)[..3],
             [("shader", 20), ("asset", 10), ("compile", 70)]
         );
     }

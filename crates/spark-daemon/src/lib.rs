@@ -15,6 +15,7 @@
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod http;
 pub mod lifetime;
 pub mod namespaces;
 pub mod platform;
@@ -90,6 +91,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     store.sweep();
                 })
                 .ok();
+        }
+        // HTTP is bound before the socket: a daemon that answers on its socket answers HTTP too.
+        if let Some(h) = &config.http {
+            let token = http::auth::token_path(&config.socket);
+            http::bind(h, &token, env.clone(), namespaces.clone())
+                .await
+                .map_err(RunError::Fatal)?
+                .spawn();
         }
         let listener = PlatformTransport::bind(ownership).map_err(bind_error)?;
         server::run(listener, env, &config)

@@ -207,6 +207,12 @@ pub trait Service: Send + Sync + 'static {
     /// Called once on the runtime before the first connection is accepted. A service that restores state
     /// from an earlier run starts that here, in a task of its own, so startup never waits for it.
     fn start(self: Arc<Self>) {}
+
+    /// The service's own levels and counters (the Watch service's roots and subscriptions …), read at scrape
+    /// time by the HTTP front's `/metrics`. None by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 #[derive(Default)]

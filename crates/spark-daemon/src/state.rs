@@ -28,6 +28,8 @@ pub struct ServerState {
     /// Whether any sponsor was ever registered (the sponsor rule applies only then).
     had_sponsor: AtomicBool,
     clients: Mutex<BTreeMap<u64, ClientInfo>>,
+    /// Requests, latency and bytes of the connection layer (read by the HTTP front's `/metrics`).
+    pub conn_stats: crate::conn::stats::ConnStats,
 }
 
 impl Default for ServerState {
@@ -42,6 +44,7 @@ impl Default for ServerState {
             sponsors: Mutex::new(HashSet::new()),
             had_sponsor: AtomicBool::new(false),
             clients: Mutex::new(BTreeMap::new()),
+            conn_stats: Default::default(),
         }
     }
 }

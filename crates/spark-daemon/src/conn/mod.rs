@@ -12,6 +12,7 @@
 
 pub(crate) mod effect_order;
 pub(crate) mod reader;
+pub mod stats;
 pub(crate) mod writer;
 
 use std::sync::Arc;
@@ -68,7 +69,7 @@ where
         state: env.state.clone(),
     };
     let (slots_tx, slots_rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let shared = Arc::new(writer::Shared::new(write));
+    let shared = Arc::new(writer::Shared::new(write, env.state.clone()));
     let mut writer = tokio::spawn(writer::run(shared.clone(), slots_rx, queue));
     let frames = reader::FrameReader::new(read, env.frame_timeout);
     let mut r = reader::Reader::new(frames, &ctx, &env.registry, slots_tx, shared);

@@ -202,6 +202,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
                     ErrorResponse::new(ErrorCode::TooLarge, format!("{e}; closing the connection"));
                 self.push(
                     service::CONTROL,
+                    std::time::Instant::now(),
                     Pending::Ready(Err(HandlerError::Close(err))),
                     writer,
                 )
@@ -219,6 +220,9 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
     }
 
     async fn on_frame(&mut self, frame: Frame, writer: &mut JoinHandle<End>) -> Step {
+        let started = std::time::Instant::now();
+        let stats = &self.ctx.state.conn_stats;
+        stats.bytes_in(HEADER_LEN + frame.payload.len());
         if let Some(up) = &self.upload {
             let stream_frame = frame.service == up.service
                 && (frame.msg_type == msg::STREAM_CHUNK || frame.msg_type == msg::STREAM_END);
@@ -253,10 +257,15 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
             return Step::Go;
         }
         let service = frame.service;
+        stats.request(service, frame.msg_type);
         let mut pending = self.start(frame);
         if let Pending::Ready(r) = pending {
             match self.write_inline(service, r).await {
-                Ok(None) => return Step::Go,
+                Ok(None) => {
+                    let stats = &self.ctx.state.conn_stats;
+                    stats.reply_latency(service, started.elapsed());
+                    return Step::Go;
+                }
                 Ok(Some(r)) => pending = Pending::Ready(r),
                 Err(e) => {
                     debug!("connection ended: writing failed: {e}");
@@ -264,7 +273,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
                 }
             }
         }
-        self.push(service, pending, writer).await
+        self.push(service, started, pending, writer).await
     }
 
     /// Writes a finished reply straight into the output buffer when no earlier reply is still owed and the
@@ -346,8 +355,18 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
     }
 
     /// Queues a request's place in the reply order, waiting while the in-flight limit is reached.
-    async fn push(&mut self, service: u16, reply: Pending, writer: &mut JoinHandle<End>) -> Step {
-        let slot = Slot { service, reply };
+    async fn push(
+        &mut self,
+        service: u16,
+        started: std::time::Instant,
+        reply: Pending,
+        writer: &mut JoinHandle<End>,
+    ) -> Step {
+        let slot = Slot {
+            service,
+            started,
+            reply,
+        };
         self.shared.owed.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::TrySendError::Full(slot)) = self.slots.try_send(slot) {
             // Throttled: the client is not reading its replies fast enough.

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use crate::events::{Event, EventQueue};
 use crate::registry::{BoxFuture, Encode, HandlerError, HandlerResult, Reply, StreamPart};
+use crate::state::ServerState;
 
 /// Payloads at least this large are written straight from their buffer instead of being copied.
 const DIRECT_WRITE_MIN: usize = 64 * 1024;
@@ -45,6 +46,8 @@ pub(crate) enum Pending {
 /// One request's place in the reply order.
 pub(crate) struct Slot {
     pub service: u16,
+    /// When the request's frame was read (for the latency histogram).
+    pub started: std::time::Instant,
     pub reply: Pending,
 }
 
@@ -62,6 +65,7 @@ pub(crate) enum End {
 pub(crate) struct Out<W> {
     w: W,
     buf: BytesMut,
+    state: Arc<ServerState>,
 }
 
 impl<W: AsyncWrite + Unpin> Out<W> {
@@ -117,6 +121,7 @@ impl<W: AsyncWrite + Unpin> Out<W> {
             return self.flush_if_full().await;
         }
         let mut bufs = [IoSlice::new(&self.buf), IoSlice::new(body)];
+        self.state.conn_stats.bytes_out(self.buf.len() + body.len());
         write_all_vectored(&mut self.w, &mut bufs).await?;
         self.buf.clear();
         Ok(())
@@ -131,6 +136,7 @@ impl<W: AsyncWrite + Unpin> Out<W> {
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
+            self.state.conn_stats.bytes_out(self.buf.len());
             self.w.write_all(&self.buf).await?;
             self.buf.clear();
         }
@@ -148,11 +154,12 @@ pub(crate) struct Shared<W> {
 }
 
 impl<W> Shared<W> {
-    pub(crate) fn new(w: W) -> Self {
+    pub(crate) fn new(w: W, state: Arc<ServerState>) -> Self {
         Shared {
             out: Mutex::new(Out {
                 w,
                 buf: BytesMut::with_capacity(16 * 1024),
+                state,
             }),
             owed: AtomicUsize::new(0),
         }
@@ -215,6 +222,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         }
                     };
                     let close = write_result(&mut out, slot.service, result).await?;
+                    out.state
+                        .conn_stats
+                        .reply_latency(slot.service, slot.started.elapsed());
                     shared.owed.fetch_sub(1, Ordering::AcqRel);
                     if close {
                         return Ok(End::Closed);

@@ -48,6 +48,32 @@ pub const DECLARED: &[Decl] = &[
             max_len: 32,
         },
     },
+    // ccache's remote storage over HTTP (crate::http::ccache): the key as ccache names it, 1..=128 characters.
+    Decl {
+        name: "ccache",
+        service: 0,
+        key: KeyRule {
+            min_len: 1,
+            max_len: 128,
+        },
+    },
+    // Bazel's HTTP cache (crate::http::bazel): the SHA-256 in the URL, decoded to 32 bytes.
+    Decl {
+        name: "bazel-ac",
+        service: 0,
+        key: KeyRule {
+            min_len: 32,
+            max_len: 32,
+        },
+    },
+    Decl {
+        name: "bazel-cas",
+        service: 0,
+        key: KeyRule {
+            min_len: 32,
+            max_len: 32,
+        },
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Decl> {

@@ -343,6 +343,13 @@ impl Service for WatchService {
         })
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("roots", lock(&self.shared.roots).len() as u64),
+            ("subscriptions", lock(&self.shared.subs).len() as u64),
+        ]
+    }
+
     fn on_disconnect(&self, conn_id: u64) {
         let mut subs = lock(&self.shared.subs);
         subs.retain(|_, (c, root)| {
