@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     pub mem_victims: Mutex<VictimQueue>,
     /// Batches of small puts, and pack compaction.
     pub group: GroupCommit,
+    /// Small puts waiting for the writer thread.
+    pub queue: crate::queue::QueueHandle,
 }
 
 /// A new index entry, as [`Store::commit_many`] takes it.
@@ -217,18 +219,68 @@ impl Store {
             self.commit(key, size, None, 0, Some(Bytes::copy_from_slice(&data)))?;
             return Ok(true);
         };
-        let id = self.alloc_id(disk)?;
         let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
         if disk.backend.batches(size) {
-            self.put_grouped(id, key, data, hot)?;
+            self.put_grouped(key, data, hot)?;
             return Ok(true);
         }
+        let id = self.alloc_id(disk)?;
         let written = self.retry_on_full(disk.backend.stored_len(key.len(), size), || {
             disk.backend.write(id, key, &data)
         })?;
         self.commit(key, size, Some(written.loc), written.checksum, hot)?;
         self.maybe_compact_packs();
         Ok(true)
+    }
+
+    /// Whether [`Store::put_queued`] takes a put of `size` bytes under `key` without blocking: a disk store
+    /// whose backend batches blobs of that size, and a blob the budgets allow.
+    pub fn queues_put(&self, key: &[u8], size: u64) -> bool {
+        self.inner
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.backend.batches(size))
+            && size <= self.inner.cfg.max_blob
+            && self.fits(key, size)
+    }
+
+    /// Stores a small blob through the store's writer thread, which calls `done` with the result once the
+    /// blob's batch is written (and, with fsync durability, synced) and indexed. Does not block when
+    /// [`Store::queues_put`] said yes (then `done` runs on the writer thread: keep it short, e.g. completing
+    /// a channel); otherwise it runs [`Store::put`] here, blocking, and calls `done` itself.
+    pub fn put_queued(
+        &self,
+        key: &[u8],
+        data: Bytes,
+        done: impl FnOnce(Result<bool, StoreError>) + Send + 'static,
+    ) {
+        if !self.queues_put(key, data.len() as u64) {
+            done(self.put(key, data));
+            return;
+        }
+        self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
+        let size = data.len() as u64;
+        let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
+        self.enqueue(crate::queue::Job {
+            key: key.into(),
+            body: data,
+            hot,
+            done: Box::new(done),
+        });
+    }
+
+    /// Whether a pack is worth compacting now (cheap); then run [`Store::compact_packs_if_due`] off the
+    /// async runtime.
+    pub fn packs_need_compaction(&self) -> bool {
+        self.inner
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.backend.compaction_candidate().is_some())
+    }
+
+    /// Compacts the packs worth it (blocking; one caller at a time, others return at once).
+    pub fn compact_packs_if_due(&self) {
+        self.maybe_compact_packs();
     }
 
     /// Starts a streamed put of `total_len` bytes (blocking). The writer holds at most one chunk in memory
