@@ -231,7 +231,7 @@ impl Store {
             }
         };
         let mut body = vec![0u8; e.size as usize];
-        match r.read_body(&mut body).and_then(|()| r.verify(e.checksum)) {
+        match r.read_body(&mut body).and_then(|()| r.verify(e.checksum())) {
             Ok(()) => Ok(Some(body)),
             Err(StoreError::Corrupt(why)) => {
                 self.drop_corrupt(key, e, &why);
@@ -275,7 +275,7 @@ impl Store {
             let hot = {
                 let mut m = old.mem();
                 m.removed = true;
-                m.bytes.take()
+                m.bytes.take().map(|b| *b)
             };
             let tick = old.tick.load(Ordering::Relaxed);
             let new = Entry::new(old.size, Some(wr.loc), wr.checksum, tick, hot);

@@ -15,20 +15,24 @@ use crate::format::Record;
 const SHARDS: usize = 64;
 
 /// One cached blob. The key lives in the shard map; an entry is immutable but for its tick and hot copy.
+///
+/// Kept small, since a store may index millions (88 bytes with the `Arc` counts, a 96-byte allocation):
+/// the checksum is two `u64`s rather than a `u128` (which would align the whole entry to 16 bytes), and
+/// the hot copy, which most entries of a large store lack, is boxed (8 bytes instead of a 32-byte `Bytes`).
 pub(crate) struct Entry {
     pub size: u64,
     /// Where the blob's bytes are on disk; `None` in a memory-only store.
     pub loc: Option<Location>,
     /// The backend's checksum of the stored blob (for blob files: XXH3-128 over header, key and body);
-    /// 0 for memory-only entries.
-    pub checksum: u128,
+    /// 0 for memory-only entries. See [`Entry::checksum`].
+    checksum: [u64; 2],
     /// Last access, from the store's clock.
     pub tick: AtomicU64,
     mem: Mutex<MemState>,
 }
 
 pub(crate) struct MemState {
-    pub bytes: Option<Bytes>,
+    pub bytes: Option<Box<Bytes>>,
     /// Set once the entry left the index, so a late reader does not re-add a hot copy.
     pub removed: bool,
 }
@@ -44,13 +48,17 @@ impl Entry {
         Arc::new(Entry {
             size,
             loc,
-            checksum,
+            checksum: [checksum as u64, (checksum >> 64) as u64],
             tick: AtomicU64::new(tick),
             mem: Mutex::new(MemState {
-                bytes: hot,
+                bytes: hot.map(Box::new),
                 removed: false,
             }),
         })
+    }
+
+    pub fn checksum(&self) -> u128 {
+        u128::from(self.checksum[0]) | (u128::from(self.checksum[1]) << 64)
     }
 
     pub fn mem(&self) -> MutexGuard<'_, MemState> {
@@ -220,5 +228,20 @@ impl Index {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry is most of the index's memory per key: with the `Arc` counts it must stay within a
+    /// 96-byte allocation (it was a 128-byte one with a `u128` checksum and an unboxed hot copy).
+    #[test]
+    fn an_entry_fits_a_96_byte_allocation() {
+        assert!(std::mem::size_of::<Entry>() + 16 <= 88);
+        assert_eq!(std::mem::align_of::<Entry>(), 8);
+        let e = Entry::new(1, None, u128::MAX - 5, 0, None);
+        assert_eq!(e.checksum(), u128::MAX - 5);
     }
 }

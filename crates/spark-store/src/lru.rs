@@ -35,7 +35,7 @@ impl Store {
             if m.removed || m.bytes.is_some() {
                 return;
             }
-            m.bytes = Some(body.clone());
+            m.bytes = Some(Box::new(body.clone()));
         }
         self.inner
             .mem_used

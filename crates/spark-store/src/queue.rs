@@ -136,10 +136,7 @@ fn writer_loop(q: &PutQueue, weak: &Weak<Inner>) {
         let (dones, results) = match weak.upgrade() {
             Some(inner) => Store { inner }.run_batch(jobs),
             // Only a put queued while the last handle was being dropped gets here.
-            None => jobs
-                .into_iter()
-                .map(|j| (j.done, Err(closed())))
-                .unzip(),
+            None => jobs.into_iter().map(|j| (j.done, Err(closed()))).unzip(),
         };
         q.state().in_flight = 0;
         for (done, r) in dones.into_iter().zip(results) {

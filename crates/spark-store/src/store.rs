@@ -187,7 +187,7 @@ impl Store {
             return Lookup::Miss;
         };
         e.tick.store(self.tick(), Ordering::Relaxed);
-        if let Some(b) = e.mem().bytes.clone() {
+        if let Some(b) = e.mem().bytes.as_deref().cloned() {
             self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Hit(b);
         }
@@ -629,7 +629,7 @@ impl Store {
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
                 if let Some(loc) = e.loc {
-                    let rec = index_log::put_record(k, loc, e.size, e.checksum);
+                    let rec = index_log::put_record(k, loc, e.size, e.checksum());
                     live.push((e.tick.load(Ordering::Relaxed), rec));
                 }
             }

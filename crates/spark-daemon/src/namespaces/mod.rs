@@ -178,9 +178,9 @@ impl Namespace {
             self.store.put_queued(&key, data, move |r| {
                 let _ = tx.send(r);
             });
-            let kept = rx
-                .await
-                .map_err(|_| NsError::Task("the store's writer ended without an answer".into()))??;
+            let kept = rx.await.map_err(|_| {
+                NsError::Task("the store's writer ended without an answer".into())
+            })??;
             if self.store.packs_need_compaction() {
                 let store = self.store.clone();
                 tokio::task::spawn_blocking(move || store.compact_packs_if_due());
