@@ -278,8 +278,8 @@ impl Store {
                 m.bytes.take().map(|b| *b)
             };
             let tick = old.tick.load(Ordering::Relaxed);
-            let new = Entry::new(old.size, Some(wr.loc), wr.checksum, tick, hot);
-            self.inner.index.replace_if(k, old, new);
+            let new = Entry::new(k.into(), old.size, Some(wr.loc), wr.checksum, tick, hot);
+            self.inner.index.replace_if(old, new);
         }
         Ok(())
     }

@@ -450,9 +450,10 @@ impl Store {
     /// `unlink`.
     fn insert_locked(&self, w: &mut Writer, n: NewEntry, unlink: &mut Vec<(Location, u64)>) {
         let hot_len = n.hot.as_ref().map(|b| b.len() as u64);
-        let entry = Entry::new(n.size, n.loc, n.checksum, self.tick(), n.hot);
-        let stored = self.stored_len(n.key.len(), &entry);
-        let old = self.inner.index.insert(&n.key, entry);
+        let key_len = n.key.len();
+        let entry = Entry::new(n.key, n.size, n.loc, n.checksum, self.tick(), n.hot);
+        let stored = self.stored_len(key_len, &entry);
+        let old = self.inner.index.insert(entry);
         self.inner.disk_used.fetch_add(stored, Ordering::Relaxed);
         if let Some(len) = hot_len {
             self.inner.mem_used.fetch_add(len, Ordering::Relaxed);
@@ -463,9 +464,9 @@ impl Store {
             if let Some(l) = old.loc {
                 w.live_log_bytes = w
                     .live_log_bytes
-                    .saturating_sub(index_log::put_record_len(n.key.len(), l));
+                    .saturating_sub(index_log::put_record_len(key_len, l));
             }
-            unlink.extend(self.forget(n.key.len(), &old));
+            unlink.extend(self.forget(key_len, &old));
         }
     }
 
