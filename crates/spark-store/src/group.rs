@@ -179,7 +179,7 @@ impl Store {
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
                 if matches!(e.loc, Some(Location::Pack { pack: p, .. }) if p == pack) {
-                    live.push((k.clone(), e.clone()));
+                    live.push((k.into(), e.clone()));
                 }
             }
         }
@@ -272,13 +272,9 @@ impl Store {
             return Err(e);
         }
         for ((k, old), wr) in keep {
-            let hot = {
-                let mut m = old.mem();
-                m.removed = true;
-                m.bytes.take().map(|b| *b)
-            };
             let tick = old.tick.load(Ordering::Relaxed);
-            let new = Entry::new(k.into(), old.size, Some(wr.loc), wr.checksum, tick, hot);
+            let hot = old.mark_removed().map(|b| *b);
+            let new = Entry::new(k, old.size, Some(wr.loc), wr.checksum, tick, hot);
             self.inner.index.replace_if(old, new);
         }
         Ok(())

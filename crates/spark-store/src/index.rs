@@ -1,7 +1,7 @@
 //! The key index: a sharded map from key to [`Entry`], so gets of different keys never share a lock.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -15,11 +15,12 @@ const SHARDS: usize = 64;
 
 /// One cached blob, with its key; immutable but for its tick and hot copy.
 ///
-/// Kept small, since a store may index millions (104 bytes with the `Arc` counts, a 112-byte allocation):
-/// the checksum is two `u64`s rather than a `u128` (which would align the whole entry to 16 bytes), and
-/// the hot copy, which most entries of a large store lack, is boxed (8 bytes instead of a 32-byte `Bytes`).
+/// Kept small, since a store may index millions (104 bytes with the `Arc` counts, a 112-byte allocation,
+/// short keys included): the checksum is two `u64`s rather than a `u128` (which would align the whole
+/// entry to 16 bytes), the hot copy, which most entries of a large store lack, is boxed (8 bytes instead of
+/// a 32-byte `Bytes`), "removed" is a tick value rather than a flag, and keys up to 22 bytes are inline.
 pub(crate) struct Entry {
-    pub key: Box<[u8]>,
+    pub key: Key,
     pub size: u64,
     /// Where the blob's bytes are on disk; `None` in a memory-only store.
     pub loc: Option<Location>,
@@ -31,15 +32,62 @@ pub(crate) struct Entry {
     mem: Mutex<MemState>,
 }
 
+/// The entry's hot copy (boxed: most entries of a large store have none). The lock also orders adding a
+/// copy after a read against [`Entry::mark_removed`].
 pub(crate) struct MemState {
     pub bytes: Option<Box<Bytes>>,
-    /// Set once the entry left the index, so a late reader does not re-add a hot copy.
-    pub removed: bool,
 }
+
+/// Keys this short live inside the entry (shader keys are 10 bytes): no allocation of their own.
+const INLINE_KEY: usize = 22;
+
+/// A key, inline when short (24 bytes either way, where a boxed key took 16 plus a 32-byte allocation).
+pub(crate) enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl From<&[u8]> for Key {
+    fn from(k: &[u8]) -> Key {
+        if k.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..k.len()].copy_from_slice(k);
+            Key::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(k.into())
+        }
+    }
+}
+
+impl From<Box<[u8]>> for Key {
+    fn from(k: Box<[u8]>) -> Key {
+        if k.len() <= INLINE_KEY {
+            Key::from(&*k)
+        } else {
+            Key::Heap(k)
+        }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+/// The tick of an entry that left the index ([`Entry::mark_removed`]); lookups only ever raise a tick.
+const REMOVED: u64 = u64::MAX;
 
 impl Entry {
     pub fn new(
-        key: Box<[u8]>,
+        key: impl Into<Key>,
         size: u64,
         loc: Option<Location>,
         checksum: u128,
@@ -47,16 +95,33 @@ impl Entry {
         hot: Option<Bytes>,
     ) -> Arc<Entry> {
         Arc::new(Entry {
-            key,
+            key: key.into(),
             size,
             loc,
             checksum: [checksum as u64, (checksum >> 64) as u64],
             tick: AtomicU64::new(tick),
             mem: Mutex::new(MemState {
                 bytes: hot.map(Box::new),
-                removed: false,
             }),
         })
+    }
+
+    /// Records a use at `tick` (never lowers the tick: a removed entry stays removed).
+    pub fn touch(&self, tick: u64) {
+        self.tick.fetch_max(tick, Ordering::Relaxed);
+    }
+
+    /// Marks an entry that left the index and takes its hot copy, so a late reader does not add one back
+    /// (it checks [`Entry::removed`] under the same lock). Returns the copy it held.
+    pub fn mark_removed(&self) -> Option<Box<Bytes>> {
+        let mut m = self.mem();
+        self.tick.store(REMOVED, Ordering::Relaxed);
+        m.bytes.take()
+    }
+
+    /// Whether the entry left the index; call with its [`Entry::mem`] lock held.
+    pub fn removed(&self) -> bool {
+        self.tick.load(Ordering::Relaxed) == REMOVED
     }
 
     pub fn checksum(&self) -> u128 {
@@ -99,8 +164,8 @@ pub(crate) struct Shard {
 
 impl Shard {
     /// Every key and entry of the shard.
-    pub fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &Arc<Entry>)> {
-        self.table.iter().map(|e| (&e.key, e))
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Arc<Entry>)> {
+        self.table.iter().map(|e| (&*e.key, e))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
@@ -204,7 +269,7 @@ impl Index {
         let mut drained = Vec::new();
         for s in self.shards.iter() {
             let mut s = s.write().unwrap_or_else(|e| e.into_inner());
-            drained.extend(s.table.drain().map(|e| (e.key.clone(), e)));
+            drained.extend(s.table.drain().map(|e| (Box::from(&*e.key), e)));
         }
         drained
     }
@@ -278,13 +343,37 @@ mod tests {
     use super::*;
 
     /// The entry is most of the index's memory per key: with the `Arc` counts it must stay within a
-    /// 112-byte allocation, key pointer included (it was a 128-byte one without the key, with a `u128`
-    /// checksum and an unboxed hot copy).
+    /// 112-byte allocation (malloc adds 8 and rounds to 16), a short key included (it was a 128-byte one
+    /// plus a 32-byte one for the key, with a `u128` checksum and an unboxed hot copy).
     #[test]
     fn an_entry_fits_a_112_byte_allocation() {
         assert!(std::mem::size_of::<Entry>() + 16 <= 104);
+        assert_eq!(std::mem::size_of::<Key>(), 24);
         assert_eq!(std::mem::align_of::<Entry>(), 8);
-        let e = Entry::new(Box::new([1]), 1, None, u128::MAX - 5, 0, None);
+        let e = Entry::new(&[1u8][..], 1, None, u128::MAX - 5, 0, None);
         assert_eq!(e.checksum(), u128::MAX - 5);
+        assert_eq!(&*e.key, &[1u8][..]);
+    }
+
+    #[test]
+    fn keys_read_back_inline_or_not() {
+        for len in [0, 1, 10, INLINE_KEY, INLINE_KEY + 1, 4097] {
+            let k: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let inline = matches!(Key::from(&k[..]), Key::Inline { .. });
+            assert_eq!(inline, len <= INLINE_KEY);
+            assert_eq!(&*Key::from(&k[..]), &k[..]);
+            assert_eq!(&*Key::from(k.clone().into_boxed_slice()), &k[..]);
+        }
+    }
+
+    /// A removed entry stays removed whatever tick a racing lookup records.
+    #[test]
+    fn a_removed_entry_stays_removed() {
+        let e = Entry::new(&b"k"[..], 1, None, 0, 5, Some(Bytes::from_static(b"x")));
+        assert!(!e.removed());
+        e.touch(7);
+        assert_eq!(e.mark_removed().as_deref(), Some(&Bytes::from_static(b"x")));
+        e.touch(9);
+        assert!(e.removed());
     }
 }

@@ -186,7 +186,7 @@ impl Store {
             self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         };
-        e.tick.store(self.tick(), Ordering::Relaxed);
+        e.touch(self.tick());
         if let Some(b) = e.mem().bytes.as_deref().cloned() {
             self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Hit(b);
@@ -473,11 +473,7 @@ impl Store {
     /// Accounting for an entry that left the index. Returns its location and stored length, if it has a
     /// blob to delete.
     pub(crate) fn forget(&self, key_len: usize, e: &Arc<Entry>) -> Option<(Location, u64)> {
-        let had = {
-            let mut m = e.mem();
-            m.removed = true;
-            m.bytes.take()
-        };
+        let had = e.mark_removed();
         if let Some(b) = had {
             self.inner
                 .mem_used
