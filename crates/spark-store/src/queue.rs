@@ -171,3 +171,61 @@ fn take_batch(queue: &mut Vec<Job>) -> Vec<Job> {
         queue.drain(..n).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    /// A queued put completes through its callback with the blob indexed; dropping the store ends the
+    /// writer thread (it lets go of the queue), so the store is really closed.
+    #[test]
+    fn queued_puts_complete_and_the_writer_ends_with_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
+        assert!(s.queues_put(b"k", 4096));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..16u8 {
+            let tx = tx.clone();
+            s.put_queued(&[i], Bytes::from(vec![i; 4096]), move |r| {
+                tx.send((i, r.unwrap())).unwrap()
+            });
+        }
+        let mut done: Vec<(u8, bool)> = (0..16).map(|_| rx.recv().unwrap()).collect();
+        done.sort();
+        assert_eq!(done, (0..16u8).map(|i| (i, true)).collect::<Vec<_>>());
+        for i in 0..16u8 {
+            assert_eq!(s.get(&[i]).unwrap().unwrap(), vec![i; 4096]);
+        }
+        let queue = s.inner.queue.0.clone();
+        assert_eq!(
+            Arc::strong_count(&queue),
+            3,
+            "the store, the writer and this test"
+        );
+        drop(s);
+        while Arc::strong_count(&queue) > 1 {
+            std::thread::yield_now();
+        }
+        assert!(queue.state().closed);
+    }
+
+    /// A put the writer does not take (larger than packs hold) runs in the caller and still completes.
+    #[test]
+    fn a_put_the_queue_does_not_take_runs_inline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 64 << 20)).unwrap();
+        let big = (s.config().pack_max_blob + 1) as usize;
+        assert!(!s.queues_put(b"big", big as u64));
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.put_queued(b"big", Bytes::from(vec![7; big]), move |r| {
+            tx.send(r.unwrap()).unwrap()
+        });
+        assert!(
+            rx.try_recv().unwrap(),
+            "completed before put_queued returned"
+        );
+        assert_eq!(s.get(b"big").unwrap().unwrap().len(), big);
+        assert!(!s.inner.queue.0.state().started, "no writer thread for it");
+    }
+}
