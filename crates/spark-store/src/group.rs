@@ -1,19 +1,15 @@
 //! Group commit of small puts, and pack compaction.
 //!
-//! Group commit (leader/follower): a put of a blob the backend batches joins a queue. If no batch is being
-//! written, the put becomes the leader: it takes everything queued (up to [`BATCH_MAX_BYTES`]), writes it
-//! with one [`BlobBackend::write_batch`](crate::backend::BlobBackend::write_batch) (one write, one
-//! `fdatasync` with fsync durability) and one index append, records every put's result, hands leadership
-//! on and wakes the followers. Puts that arrived meanwhile form the next batch. No timer: a lone put is
-//! written at once, and under load batches grow by themselves with the time one batch takes.
+//! The writer thread (`queue.rs`) hands each batch of queued puts to [`Store::run_batch`]: one
+//! [`BlobBackend::write_batch`](crate::backend::BlobBackend::write_batch) (one write, one `fdatasync` with
+//! fsync durability) and one index append for all of them.
 //!
 //! At most one batch is between its pack write and its index append at any time (the `batch` lock, which
 //! compaction takes too): recovery relies on it, since a record is only looked for past the highest
 //! offset the index accounts for.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tracing::warn;
@@ -22,37 +18,17 @@ use crate::StoreError;
 use crate::backend::{BatchItem, Location, Opened, Written};
 use crate::index::Entry;
 use crate::index_log;
+use crate::queue::{Job, PutDone};
 use crate::store::{Disk, NewEntry, Store};
 
-/// A batch stops growing at this many bytes of bodies (or [`BATCH_MAX_PUTS`] puts).
-const BATCH_MAX_BYTES: usize = 8 << 20;
-const BATCH_MAX_PUTS: usize = 1024;
 /// Pack compaction moves live records this many at a time.
 const COMPACT_CHUNK: usize = 256;
 
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    state: Mutex<GroupState>,
-    cv: Condvar,
     /// Held from a batch's pack write to its index append.
-    batch: Mutex<()>,
+    pub(crate) batch: Mutex<()>,
     compacting: AtomicBool,
-}
-
-#[derive(Default)]
-struct GroupState {
-    queue: Vec<Job>,
-    leader: bool,
-    next_ticket: u64,
-    done: HashMap<u64, Result<(), StoreError>>,
-}
-
-struct Job {
-    ticket: u64,
-    id: u64,
-    key: Box<[u8]>,
-    body: Bytes,
-    hot: Option<Bytes>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,90 +49,93 @@ fn dup(e: &StoreError) -> StoreError {
 }
 
 impl Store {
-    /// Puts one small blob through group commit; returns once its batch is written and indexed.
+    /// Puts one small blob through the writer thread and waits for its batch (blocking).
     pub(crate) fn put_grouped(
         &self,
-        id: u64,
         key: &[u8],
         body: Bytes,
         hot: Option<Bytes>,
     ) -> Result<(), StoreError> {
-        let g = &self.inner.group;
-        let mut st = lock(&g.state);
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.queue.push(Job {
-            ticket,
-            id,
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(Job {
             key: key.into(),
             body,
             hot,
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
         });
-        loop {
-            if let Some(r) = st.done.remove(&ticket) {
-                drop(st);
-                self.maybe_compact_packs();
-                return r;
-            }
-            if !st.leader && !st.queue.is_empty() {
-                st.leader = true;
-                let batch = take_batch(&mut st.queue);
-                drop(st);
-                let results = self.run_batch(batch);
-                st = lock(&g.state);
-                st.done.extend(results);
-                st.leader = false;
-                g.cv.notify_all();
-                continue;
-            }
-            st = g.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        let r = rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Corrupt(
+                "the store's writer thread ended without an answer".into(),
+            ))
+        });
+        self.maybe_compact_packs();
+        r.map(|_| ())
     }
 
-    /// Writes one batch and commits it; returns each put's result by ticket.
-    fn run_batch(&self, jobs: Vec<Job>) -> Vec<(u64, Result<(), StoreError>)> {
+    /// Writes one batch and commits it; returns each put's callback and result, in order.
+    pub(crate) fn run_batch(&self, jobs: Vec<Job>) -> (Vec<PutDone>, Vec<Result<(), StoreError>>) {
         let disk = self
             .inner
             .disk
             .as_ref()
             .expect("group commit needs a disk tier");
+        let mut dones = Vec::with_capacity(jobs.len());
+        let mut parts = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            dones.push(j.done);
+            parts.push((j.key, j.body, j.hot));
+        }
+        let n = parts.len();
+        let res = self.write_and_commit(disk, parts);
+        let results = match res {
+            Ok(()) => (0..n).map(|_| Ok(())).collect(),
+            Err(e) => (0..n).map(|_| Err(dup(&e))).collect(),
+        };
+        (dones, results)
+    }
+
+    fn write_and_commit(
+        &self,
+        disk: &Disk,
+        parts: Vec<(Box<[u8]>, Bytes, Option<Bytes>)>,
+    ) -> Result<(), StoreError> {
+        let ids = parts
+            .iter()
+            .map(|_| self.alloc_id(disk))
+            .collect::<Result<Vec<u64>, _>>()?;
         let _batch = lock(&self.inner.group.batch);
         self.inner.counters.batches.fetch_add(1, Ordering::Relaxed);
-        let need = jobs
+        let need = parts
             .iter()
-            .map(|j| disk.backend.stored_len(j.key.len(), j.body.len() as u64))
+            .map(|(k, b, _)| disk.backend.stored_len(k.len(), b.len() as u64))
             .sum();
         let written = self.retry_on_full(need, || {
-            let items: Vec<BatchItem<'_>> = jobs
+            let items: Vec<BatchItem<'_>> = parts
                 .iter()
-                .map(|j| BatchItem {
-                    id: j.id,
-                    key: &j.key,
-                    body: &j.body,
+                .zip(&ids)
+                .map(|((key, body, _), id)| BatchItem {
+                    id: *id,
+                    key,
+                    body,
                     copy: false,
                 })
                 .collect();
             disk.backend.write_batch(&items)
-        });
-        let tickets: Vec<u64> = jobs.iter().map(|j| j.ticket).collect();
-        let res = written.and_then(|written| {
-            let news = jobs
-                .into_iter()
-                .zip(written)
-                .map(|(j, w)| NewEntry {
-                    size: j.body.len() as u64,
-                    key: j.key,
-                    loc: Some(w.loc),
-                    checksum: w.checksum,
-                    hot: j.hot,
-                })
-                .collect();
-            self.commit_many(news)
-        });
-        match res {
-            Ok(()) => tickets.into_iter().map(|t| (t, Ok(()))).collect(),
-            Err(e) => tickets.into_iter().map(|t| (t, Err(dup(&e)))).collect(),
-        }
+        })?;
+        let news = parts
+            .into_iter()
+            .zip(written)
+            .map(|((key, body, hot), w)| NewEntry {
+                size: body.len() as u64,
+                key,
+                loc: Some(w.loc),
+                checksum: w.checksum,
+                hot,
+            })
+            .collect();
+        self.commit_many(news)
     }
 
     /// Compacts every pack the backend offers (one caller at a time; others return at once). Failures are
@@ -200,7 +179,7 @@ impl Store {
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
                 if matches!(e.loc, Some(Location::Pack { pack: p, .. }) if p == pack) {
-                    live.push((k.clone(), e.clone()));
+                    live.push((k.into(), e.clone()));
                 }
             }
         }
@@ -252,7 +231,7 @@ impl Store {
             }
         };
         let mut body = vec![0u8; e.size as usize];
-        match r.read_body(&mut body).and_then(|()| r.verify(e.checksum)) {
+        match r.read_body(&mut body).and_then(|()| r.verify(e.checksum())) {
             Ok(()) => Ok(Some(body)),
             Err(StoreError::Corrupt(why)) => {
                 self.drop_corrupt(key, e, &why);
@@ -293,14 +272,10 @@ impl Store {
             return Err(e);
         }
         for ((k, old), wr) in keep {
-            let hot = {
-                let mut m = old.mem();
-                m.removed = true;
-                m.bytes.take()
-            };
             let tick = old.tick.load(Ordering::Relaxed);
-            let new = Entry::new(old.size, Some(wr.loc), wr.checksum, tick, hot);
-            self.inner.index.replace_if(k, old, new);
+            let hot = old.mark_removed().map(|b| *b);
+            let new = Entry::new(k, old.size, Some(wr.loc), wr.checksum, tick, hot);
+            self.inner.index.replace_if(old, new);
         }
         Ok(())
     }
@@ -308,24 +283,6 @@ impl Store {
 
 /// A key and the entry whose record compaction moved.
 type Moving<'a> = (&'a [u8], &'a Arc<Entry>);
-
-/// The next batch: a prefix of the queue within the batch limits (at least one put).
-fn take_batch(queue: &mut Vec<Job>) -> Vec<Job> {
-    let mut bytes = 0;
-    let mut n = 0;
-    for j in queue.iter() {
-        if n > 0 && (bytes + j.body.len() > BATCH_MAX_BYTES || n >= BATCH_MAX_PUTS) {
-            break;
-        }
-        bytes += j.body.len();
-        n += 1;
-    }
-    if n == queue.len() {
-        std::mem::take(queue)
-    } else {
-        queue.drain(..n).collect()
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -344,20 +301,21 @@ mod tests {
                 std::thread::spawn(move || s.put(&[i], Bytes::from(vec![i; 4096])).unwrap())
             })
             .collect();
-        // The first put leads and waits for the batch lock; the other seven queue behind it.
-        loop {
-            let st = lock(&s.inner.group.state);
-            if st.leader && st.queue.len() == 7 {
-                break;
+        // The writer takes what is queued and waits for the batch lock; the rest queue behind it.
+        let taken = loop {
+            let st = s.inner.queue.0.state();
+            if st.in_flight > 0 && st.in_flight + st.jobs.len() == 8 {
+                break st.in_flight;
             }
             drop(st);
             std::thread::yield_now();
-        }
+        };
         drop(held);
         for t in threads {
             assert!(t.join().unwrap());
         }
-        assert_eq!(s.inner.counters.batches.load(Ordering::Relaxed), 2);
+        let batches = if taken == 8 { 1 } else { 2 };
+        assert_eq!(s.inner.counters.batches.load(Ordering::Relaxed), batches);
         for i in 0..8u8 {
             assert_eq!(s.get(&[i]).unwrap().unwrap(), vec![i; 4096]);
         }

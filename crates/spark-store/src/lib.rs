@@ -54,11 +54,13 @@ mod index;
 mod index_log;
 mod lru;
 mod platform;
+mod queue;
 mod recovery;
 mod stats;
 mod store;
 mod stream;
 
+pub use queue::PutDone;
 pub use stats::StoreStats;
 pub use store::{ColdEntry, Lookup, OpenReport, Store, SweepReport};
 pub use stream::{BlobReader, ColdRead, PutWriter};

@@ -32,10 +32,10 @@ impl Store {
         }
         {
             let mut m = entry.mem();
-            if m.removed || m.bytes.is_some() {
+            if entry.removed() || m.bytes.is_some() {
                 return;
             }
-            m.bytes = Some(body.clone());
+            m.bytes = Some(Box::new(body.clone()));
         }
         self.inner
             .mem_used
@@ -155,7 +155,7 @@ impl Store {
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
                 if !hot_only || e.mem().bytes.is_some() {
-                    all.push((e.tick.load(Ordering::Relaxed), k.clone()));
+                    all.push((e.tick.load(Ordering::Relaxed), k.into()));
                 }
             }
         }

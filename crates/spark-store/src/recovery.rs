@@ -195,6 +195,7 @@ impl Store {
                 }),
                 mem_victims: Mutex::new(VecDeque::new()),
                 group: Default::default(),
+                queue: Default::default(),
                 cfg,
             }),
         }

@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     pub mem_victims: Mutex<VictimQueue>,
     /// Batches of small puts, and pack compaction.
     pub group: GroupCommit,
+    /// Small puts waiting for the writer thread.
+    pub queue: crate::queue::QueueHandle,
 }
 
 /// A new index entry, as [`Store::commit_many`] takes it.
@@ -184,8 +186,8 @@ impl Store {
             self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         };
-        e.tick.store(self.tick(), Ordering::Relaxed);
-        if let Some(b) = e.mem().bytes.clone() {
+        e.touch(self.tick());
+        if let Some(b) = e.mem().bytes.as_deref().cloned() {
             self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Hit(b);
         }
@@ -217,18 +219,68 @@ impl Store {
             self.commit(key, size, None, 0, Some(Bytes::copy_from_slice(&data)))?;
             return Ok(true);
         };
-        let id = self.alloc_id(disk)?;
         let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
         if disk.backend.batches(size) {
-            self.put_grouped(id, key, data, hot)?;
+            self.put_grouped(key, data, hot)?;
             return Ok(true);
         }
+        let id = self.alloc_id(disk)?;
         let written = self.retry_on_full(disk.backend.stored_len(key.len(), size), || {
             disk.backend.write(id, key, &data)
         })?;
         self.commit(key, size, Some(written.loc), written.checksum, hot)?;
         self.maybe_compact_packs();
         Ok(true)
+    }
+
+    /// Whether [`Store::put_queued`] takes a put of `size` bytes under `key` without blocking: a disk store
+    /// whose backend batches blobs of that size, and a blob the budgets allow.
+    pub fn queues_put(&self, key: &[u8], size: u64) -> bool {
+        self.inner
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.backend.batches(size))
+            && size <= self.inner.cfg.max_blob
+            && self.fits(key, size)
+    }
+
+    /// Stores a small blob through the store's writer thread, which calls `done` with the result once the
+    /// blob's batch is written (and, with fsync durability, synced) and indexed. Does not block when
+    /// [`Store::queues_put`] said yes (then `done` runs on the writer thread: keep it short, e.g. completing
+    /// a channel); otherwise it runs [`Store::put`] here, blocking, and calls `done` itself.
+    pub fn put_queued(
+        &self,
+        key: &[u8],
+        data: Bytes,
+        done: impl FnOnce(Result<bool, StoreError>) + Send + 'static,
+    ) {
+        if !self.queues_put(key, data.len() as u64) {
+            done(self.put(key, data));
+            return;
+        }
+        self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
+        let size = data.len() as u64;
+        let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
+        self.enqueue(crate::queue::Job {
+            key: key.into(),
+            body: data,
+            hot,
+            done: Box::new(done),
+        });
+    }
+
+    /// Whether a pack is worth compacting now (cheap); then run [`Store::compact_packs_if_due`] off the
+    /// async runtime.
+    pub fn packs_need_compaction(&self) -> bool {
+        self.inner
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.backend.compaction_candidate().is_some())
+    }
+
+    /// Compacts the packs worth it (blocking; one caller at a time, others return at once).
+    pub fn compact_packs_if_due(&self) {
+        self.maybe_compact_packs();
     }
 
     /// Starts a streamed put of `total_len` bytes (blocking). The writer holds at most one chunk in memory
@@ -398,9 +450,10 @@ impl Store {
     /// `unlink`.
     fn insert_locked(&self, w: &mut Writer, n: NewEntry, unlink: &mut Vec<(Location, u64)>) {
         let hot_len = n.hot.as_ref().map(|b| b.len() as u64);
-        let entry = Entry::new(n.size, n.loc, n.checksum, self.tick(), n.hot);
-        let stored = self.stored_len(n.key.len(), &entry);
-        let old = self.inner.index.insert(&n.key, entry);
+        let key_len = n.key.len();
+        let entry = Entry::new(n.key, n.size, n.loc, n.checksum, self.tick(), n.hot);
+        let stored = self.stored_len(key_len, &entry);
+        let old = self.inner.index.insert(entry);
         self.inner.disk_used.fetch_add(stored, Ordering::Relaxed);
         if let Some(len) = hot_len {
             self.inner.mem_used.fetch_add(len, Ordering::Relaxed);
@@ -411,20 +464,16 @@ impl Store {
             if let Some(l) = old.loc {
                 w.live_log_bytes = w
                     .live_log_bytes
-                    .saturating_sub(index_log::put_record_len(n.key.len(), l));
+                    .saturating_sub(index_log::put_record_len(key_len, l));
             }
-            unlink.extend(self.forget(n.key.len(), &old));
+            unlink.extend(self.forget(key_len, &old));
         }
     }
 
     /// Accounting for an entry that left the index. Returns its location and stored length, if it has a
     /// blob to delete.
     pub(crate) fn forget(&self, key_len: usize, e: &Arc<Entry>) -> Option<(Location, u64)> {
-        let had = {
-            let mut m = e.mem();
-            m.removed = true;
-            m.bytes.take()
-        };
+        let had = e.mark_removed();
         if let Some(b) = had {
             self.inner
                 .mem_used
@@ -577,7 +626,7 @@ impl Store {
         for s in self.inner.index.each_shard() {
             for (k, e) in s.iter() {
                 if let Some(loc) = e.loc {
-                    let rec = index_log::put_record(k, loc, e.size, e.checksum);
+                    let rec = index_log::put_record(k, loc, e.size, e.checksum());
                     live.push((e.tick.load(Ordering::Relaxed), rec));
                 }
             }

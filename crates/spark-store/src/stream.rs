@@ -77,7 +77,7 @@ impl Store {
         let mut buf = BytesMut::zeroed(entry.size as usize);
         let read = reader
             .read_body(&mut buf)
-            .and_then(|()| reader.verify(entry.checksum));
+            .and_then(|()| reader.verify(entry.checksum()));
         match read {
             Ok(()) => {}
             Err(StoreError::Corrupt(why)) => {
@@ -269,7 +269,7 @@ impl BlobReader {
         if read.is_ok() {
             self.remaining -= buf.len() as u64;
             if self.remaining == 0 {
-                read = self.reader.verify(self.entry.checksum);
+                read = self.reader.verify(self.entry.checksum());
             }
         }
         match read {

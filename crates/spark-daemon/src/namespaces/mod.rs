@@ -172,6 +172,21 @@ impl Namespace {
         if self.store.config().dir.is_none() {
             return Ok(self.store.put(&key, data)?);
         }
+        if self.store.queues_put(&key, data.len() as u64) {
+            // The store's writer thread completes the put: no blocking-pool thread waits for its batch.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.store.put_queued(&key, data, move |r| {
+                let _ = tx.send(r);
+            });
+            let kept = rx.await.map_err(|_| {
+                NsError::Task("the store's writer ended without an answer".into())
+            })??;
+            if self.store.packs_need_compaction() {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.compact_packs_if_due());
+            }
+            return Ok(kept);
+        }
         self.blocking(move |s| s.put(&key, data)).await
     }
 

@@ -1,0 +1,231 @@
+//! The store's writer thread: the permanent group-commit leader for small puts.
+//!
+//! A put the backend batches is queued with a completion callback and never waits on a thread of its own:
+//! the writer thread takes everything queued (up to the batch limits), writes it as one batch with one
+//! index append (and one `fdatasync` with fsync durability), then calls each put's callback. An async
+//! caller passes a callback that completes a oneshot channel, so a put costs one wake-up of the writer
+//! (only when it was idle) and one of the caller's task, instead of a blocking-pool hand-off plus a
+//! leader/follower condvar that woke every waiting put after each batch. The callback is a plain
+//! `FnOnce`, so the store stays free of any async runtime.
+//!
+//! No timer: a lone put is written as soon as the writer sees it, and under load batches grow by
+//! themselves with the time one batch takes. The thread starts with the first queued put, holds only a
+//! weak reference to the store between batches, and ends when the store is dropped.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::StoreError;
+use crate::store::{Inner, Store};
+
+/// A batch stops growing at this many bytes of bodies (or [`BATCH_MAX_PUTS`] puts).
+const BATCH_MAX_BYTES: usize = 8 << 20;
+const BATCH_MAX_PUTS: usize = 1024;
+
+/// What a queued put calls with its result: `Ok(true)` once its batch is written and indexed.
+pub type PutDone = Box<dyn FnOnce(Result<bool, StoreError>) + Send>;
+
+/// One queued put.
+pub(crate) struct Job {
+    pub key: Box<[u8]>,
+    pub body: Bytes,
+    pub hot: Option<Bytes>,
+    pub done: PutDone,
+}
+
+#[derive(Default)]
+pub(crate) struct PutQueue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct QueueState {
+    pub jobs: Vec<Job>,
+    /// Puts taken by the writer and not yet completed (tests watch it).
+    pub in_flight: usize,
+    started: bool,
+    /// Whether the writer is waiting for work (only then does a push need to wake it).
+    idle: bool,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PutQueue {
+    pub(crate) fn state(&self) -> MutexGuard<'_, QueueState> {
+        lock(&self.state)
+    }
+
+    /// Ends the writer thread once the queue is empty (the store is being dropped).
+    pub(crate) fn close(&self) {
+        let mut st = self.state();
+        st.closed = true;
+        drop(st);
+        self.cv.notify_one();
+    }
+}
+
+/// The store's end of the queue: dropping the store ends the writer thread.
+#[derive(Default)]
+pub(crate) struct QueueHandle(pub Arc<PutQueue>);
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl Store {
+    /// Queues one small put for the writer thread; `done` is called from that thread with the result.
+    pub(crate) fn enqueue(&self, job: Job) {
+        let q = &self.inner.queue.0;
+        let mut st = q.state();
+        st.jobs.push(job);
+        if st.started {
+            let wake = st.idle;
+            drop(st);
+            if wake {
+                q.cv.notify_one();
+            }
+            return;
+        }
+        st.started = true;
+        let weak = Arc::downgrade(&self.inner);
+        let queue = q.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("store-{}", self.inner.cfg.name))
+            .spawn(move || writer_loop(&queue, &weak));
+        if let Err(e) = spawned {
+            st.started = false;
+            let jobs = std::mem::take(&mut st.jobs);
+            drop(st);
+            warn!(store = %self.inner.cfg.name, "cannot start the writer thread: {e}");
+            for j in jobs {
+                (j.done)(Err(StoreError::Io {
+                    op: "start the store's writer thread",
+                    path: Default::default(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                }));
+            }
+        }
+    }
+}
+
+/// The writer: batches until the store is dropped. It holds the store only while it writes a batch and
+/// lets go of it before completing the batch's puts, so a caller that drops the store right after its
+/// put returns really closes it.
+fn writer_loop(q: &PutQueue, weak: &Weak<Inner>) {
+    loop {
+        let mut st = q.state();
+        while st.jobs.is_empty() {
+            if st.closed {
+                return;
+            }
+            st.idle = true;
+            st = q.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.idle = false;
+        }
+        let jobs = take_batch(&mut st.jobs);
+        st.in_flight = jobs.len();
+        drop(st);
+        let (dones, results) = match weak.upgrade() {
+            Some(inner) => Store { inner }.run_batch(jobs),
+            // Only a put queued while the last handle was being dropped gets here.
+            None => jobs.into_iter().map(|j| (j.done, Err(closed()))).unzip(),
+        };
+        q.state().in_flight = 0;
+        for (done, r) in dones.into_iter().zip(results) {
+            done(r.map(|()| true));
+        }
+    }
+}
+
+/// The error of a put queued while its store was closing.
+fn closed() -> StoreError {
+    StoreError::Io {
+        op: "put into",
+        path: "a store that was closed meanwhile".into(),
+        source: std::io::Error::other("the store was dropped; retry the put"),
+    }
+}
+
+/// The next batch: a prefix of the queue within the batch limits (at least one put).
+fn take_batch(queue: &mut Vec<Job>) -> Vec<Job> {
+    let mut bytes = 0;
+    let mut n = 0;
+    for j in queue.iter() {
+        if n > 0 && (bytes + j.body.len() > BATCH_MAX_BYTES || n >= BATCH_MAX_PUTS) {
+            break;
+        }
+        bytes += j.body.len();
+        n += 1;
+    }
+    if n == queue.len() {
+        std::mem::take(queue)
+    } else {
+        queue.drain(..n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    /// A queued put completes through its callback with the blob indexed; dropping the store ends the
+    /// writer thread (it lets go of the queue), so the store is really closed.
+    #[test]
+    fn queued_puts_complete_and_the_writer_ends_with_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
+        assert!(s.queues_put(b"k", 4096));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..16u8 {
+            let tx = tx.clone();
+            s.put_queued(&[i], Bytes::from(vec![i; 4096]), move |r| {
+                tx.send((i, r.unwrap())).unwrap()
+            });
+        }
+        let mut done: Vec<(u8, bool)> = (0..16).map(|_| rx.recv().unwrap()).collect();
+        done.sort();
+        assert_eq!(done, (0..16u8).map(|i| (i, true)).collect::<Vec<_>>());
+        for i in 0..16u8 {
+            assert_eq!(s.get(&[i]).unwrap().unwrap(), vec![i; 4096]);
+        }
+        let queue = s.inner.queue.0.clone();
+        assert_eq!(
+            Arc::strong_count(&queue),
+            3,
+            "the store, the writer and this test"
+        );
+        drop(s);
+        while Arc::strong_count(&queue) > 1 {
+            std::thread::yield_now();
+        }
+        assert!(queue.state().closed);
+    }
+
+    /// A put the writer does not take (larger than packs hold) runs in the caller and still completes.
+    #[test]
+    fn a_put_the_queue_does_not_take_runs_inline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 64 << 20)).unwrap();
+        let big = (s.config().pack_max_blob + 1) as usize;
+        assert!(!s.queues_put(b"big", big as u64));
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.put_queued(b"big", Bytes::from(vec![7; big]), move |r| {
+            tx.send(r.unwrap()).unwrap()
+        });
+        assert!(
+            rx.try_recv().unwrap(),
+            "completed before put_queued returned"
+        );
+        assert_eq!(s.get(b"big").unwrap().unwrap().len(), big);
+        assert!(!s.inner.queue.0.state().started, "no writer thread for it");
+    }
+}
