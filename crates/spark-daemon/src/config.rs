@@ -117,6 +117,8 @@ pub struct Args {
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    #[command(flatten)]
+    pub collab: crate::services::collab::CollabArgs,
 }
 
 /// Everything the server needs, resolved from flags and environment.
@@ -133,6 +135,8 @@ pub struct Config {
     pub watch: crate::services::watch::WatchConfig,
     /// The Compile service's pool, timeout, backends and limits.
     pub compile: CompileConfig,
+    /// The Collab service's queues, feed and NATS bridge.
+    pub collab: crate::services::collab::CollabConfig,
 }
 
 impl Config {
@@ -185,6 +189,7 @@ impl Config {
                 glslang: a.glslang.clone(),
                 max_input: a.compile_max_input_kb.saturating_mul(1024),
             },
+            collab: crate::services::collab::CollabConfig::from_args(&a.collab),
         })
     }
 
