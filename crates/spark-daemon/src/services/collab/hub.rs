@@ -13,6 +13,8 @@ use spark_proto::collab::{
 };
 use spark_proto::{ErrorCode, service};
 
+use super::bridge::Bridge;
+use super::bridge::wire::Body;
 use super::queue::{Filter, SubQueue};
 use super::session::{Entry, LockChange, Member, Session};
 use super::{CollabConfig, lock};
@@ -48,6 +50,8 @@ pub struct Hub {
     next_sub: AtomicU32,
     inner: std::sync::Mutex<Inner>,
     pub counters: Counters,
+    /// The NATS bridge (`--collab-nats`).
+    pub bridge: Option<Arc<Bridge>>,
 }
 
 /// What Join did.
@@ -81,7 +85,7 @@ fn no_session(name: &str) -> HandlerError {
 }
 
 /// Announces lock changes to every local member of `s`.
-fn announce_locks(s: &Session, changes: Vec<LockChange>) {
+pub(super) fn announce_locks(s: &Session, changes: Vec<LockChange>) {
     if changes.is_empty() {
         return;
     }
@@ -119,6 +123,7 @@ fn hostname() -> String {
 impl Hub {
     pub fn new(config: CollabConfig) -> Hub {
         Hub {
+            bridge: config.nats.clone().map(|c| Arc::new(Bridge::new(c))),
             host: config.host.clone().unwrap_or_else(hostname),
             config,
             daemon_id: random_id(),
@@ -131,6 +136,23 @@ impl Hub {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         lock(&self.inner)
+    }
+
+    /// Runs `f` on every shared session (none without a bridge).
+    pub fn each_shared(&self, mut f: impl FnMut(&mut Session)) {
+        if self.bridge.is_none() {
+            return;
+        }
+        for s in self.inner().sessions.values_mut().filter(|s| s.shared) {
+            f(s);
+        }
+    }
+
+    /// Hands `body` to the bridge when `s` is shared.
+    fn forward(&self, s: &Session, body: Body) {
+        if let Some(b) = self.bridge.as_ref().filter(|_| s.shared) {
+            b.forward(self.daemon_id, &s.name, body);
+        }
     }
 
     /// Runs `f` on session `name` (error when there is none).
@@ -165,7 +187,11 @@ impl Hub {
                     ),
                 ));
             }
-            let s = Session::new(j.session.clone(), j.shared, self.config.activity);
+            let mut s = Session::new(j.session.clone(), j.shared, self.config.activity);
+            if let Some(b) = self.bridge.as_ref().filter(|_| j.shared) {
+                s.bridge = b.state();
+                self.forward(&s, Body::Hello);
+            }
             g.sessions.insert(j.session.clone(), s);
         }
         let existing = g
@@ -182,6 +208,13 @@ impl Hub {
                 m.info.pid = j.pid;
                 if m.info.presence != j.presence {
                     m.info.presence = j.presence.clone();
+                    self.forward(
+                        s,
+                        Body::Presence {
+                            member: id,
+                            presence: j.presence.clone(),
+                        },
+                    );
                     let ev = PresenceChanged {
                         session: s.name.clone(),
                         member: id,
@@ -204,6 +237,7 @@ impl Hub {
                     host: self.host.clone(),
                     presence: j.presence,
                 };
+                self.forward(s, Body::Join(info.clone()));
                 self.admit(s, info.clone(), Some((conn, events.clone())));
                 id
             }
@@ -236,11 +270,16 @@ impl Hub {
         s.members.insert(info.member, Member { info, conn });
     }
 
-    /// Removes a member, releases its locks and tells the others. Returns the released locks.
+    /// Removes a member and tells the others; a local member's locks are released (in NATS too for a shared
+    /// session), a remote member's are left to NATS (released by its daemon, or expired). Returns the locks
+    /// released here.
     pub fn remove_member(&self, s: &mut Session, member: u64, reason: u8) -> Vec<LockInfo> {
         let Some(m) = s.members.remove(&member) else {
             return Vec::new();
         };
+        if m.conn.is_some() {
+            self.forward(s, Body::Leave { member, reason });
+        }
         let who = format!("{}/{}", m.info.client, m.info.user);
         s.record(ACT_LEAVE, member, &who, &m.info.host, Bytes::new());
         let ev = MemberLeft {
@@ -251,7 +290,25 @@ impl Hub {
         for e in s.local_senders() {
             e.send_msg(service::COLLAB, &ev);
         }
+        if m.conn.is_none() {
+            return Vec::new();
+        }
+        let bridged = self.bridge.as_ref().filter(|_| s.shared).cloned();
+        let revs: Vec<(String, u64)> = s.own_revs.iter().map(|(r, v)| (r.clone(), *v)).collect();
         let changes = s.release_all_of(member, &who);
+        if let Some(b) = bridged {
+            for c in &changes {
+                if let Some((_, rev)) = revs.iter().find(|(r, _)| *r == c.lock.resource) {
+                    s.own_revs.remove(&c.lock.resource);
+                    b.send(super::bridge::Outgoing::Release {
+                        session: s.name.clone(),
+                        resource: c.lock.resource.clone(),
+                        revision: *rev,
+                        lock: c.lock.clone(),
+                    });
+                }
+            }
+        }
         let released = changes.iter().map(|c| c.lock.clone()).collect();
         announce_locks(s, changes);
         released
@@ -292,6 +349,13 @@ impl Hub {
             .map(|m| m.info.member)
             .ok_or_else(|| not_member(session))?;
         s.members.get_mut(&id).expect("found").info.presence = presence.clone();
+        self.forward(
+            s,
+            Body::Presence {
+                member: id,
+                presence: presence.clone(),
+            },
+        );
         let ev = PresenceChanged {
             session: session.to_string(),
             member: id,
@@ -321,6 +385,16 @@ impl Hub {
             .member_of(conn)
             .map(|m| (m.info.member, format!("{}/{}", m.info.client, m.info.user)))
             .unwrap_or_default();
+        self.forward(
+            s,
+            Body::Msg {
+                publisher,
+                who: who.clone(),
+                flags,
+                topic: topic.to_string(),
+                payload: payload.clone(),
+            },
+        );
         Ok(self.deliver(s, publisher, &who, topic, flags, payload))
     }
 
@@ -592,7 +666,7 @@ impl Hub {
     }
 }
 
-fn not_member(session: &str) -> HandlerError {
+pub fn not_member(session: &str) -> HandlerError {
     bad(
         ErrorCode::PermissionDenied,
         format!("this connection is not a member of collab session {session:?}: join it first"),

@@ -3,12 +3,14 @@
 //! (protocol.md §14).
 //!
 //! Layout: [`session`] (one session's data and rules), [`hub`] (the session table and every operation, with
-//! the events they send), [`queue`] (a subscription's bounded queue and its pump), and this file (messages,
-//! limits, connection lifetimes). A member's connection ending is a leave: its locks are released and the
+//! the events they send), [`queue`] (a subscription's bounded queue and its pump), [`bridge`] and [`remote`]
+//! (the NATS bridge for shared sessions), and this file (messages, limits, connection lifetimes). A member's connection ending is a leave: its locks are released and the
 //! other members are told ([`Service::on_disconnect`]).
 
+pub mod bridge;
 pub mod hub;
 pub mod queue;
+pub mod remote;
 pub mod session;
 
 use std::sync::Arc;
@@ -46,6 +48,23 @@ pub struct CollabArgs {
     /// Collab: activity-feed entries kept per session
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub collab_activity: usize,
+
+    /// Collab: bridge shared sessions through this NATS server (with JetStream), e.g. nats://host:4222;
+    /// credentials may be in the URL (nats://user:password@host, nats://token@host)
+    #[arg(long, value_name = "URL")]
+    pub collab_nats: Option<String>,
+
+    /// Collab: a NATS .creds file (JWT and nkey seed) for the bridge
+    #[arg(long, value_name = "FILE")]
+    pub collab_nats_creds: Option<std::path::PathBuf>,
+
+    /// Collab: seconds a bridged lock outlives its daemon (refreshed every third of it while the daemon runs)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub collab_lock_ttl_secs: u64,
+
+    /// Collab: this machine's name in member and lock records [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub collab_host: Option<String>,
 }
 
 /// The Collab service's settings.
@@ -61,6 +80,8 @@ pub struct CollabConfig {
     pub max_keys: usize,
     /// This machine's name in member and lock records (default: the host name).
     pub host: Option<String>,
+    /// The NATS bridge, when configured.
+    pub nats: Option<bridge::BridgeConfig>,
 }
 
 impl Default for CollabConfig {
@@ -72,6 +93,7 @@ impl Default for CollabConfig {
             max_sessions: 4096,
             max_keys: 100_000,
             host: None,
+            nats: None,
         }
     }
 }
@@ -81,6 +103,12 @@ impl CollabConfig {
         CollabConfig {
             queue: a.collab_queue.clamp(1, 1 << 16),
             activity: a.collab_activity.max(1),
+            host: a.collab_host.clone(),
+            nats: a.collab_nats.as_ref().map(|url| bridge::BridgeConfig {
+                url: url.clone(),
+                creds: a.collab_nats_creds.clone(),
+                lock_ttl: std::time::Duration::from_secs(a.collab_lock_ttl_secs.max(1)),
+            }),
             ..CollabConfig::default()
         }
     }
@@ -125,12 +153,15 @@ fn check_resources(r: &[String]) -> Result<(), HandlerError> {
 
 pub struct CollabService {
     hub: Arc<Hub>,
+    /// The bridge's tasks start with the first request: the service is built before the runtime.
+    started: std::sync::Once,
 }
 
 impl CollabService {
     pub fn new(config: CollabConfig) -> Self {
         CollabService {
             hub: Arc::new(Hub::new(config)),
+            started: std::sync::Once::new(),
         }
     }
 
@@ -172,27 +203,34 @@ impl CollabService {
         Ok(Reply::msg(Subscribed { subscription }))
     }
 
-    fn kv_put(&self, req: &Request) -> HandlerResult {
+    async fn kv_put(&self, req: &Request) -> HandlerResult {
         let m: KvPut = req.decode()?;
         check_name("key", &m.key)?;
         check_value("value", m.value.len())?;
         let cas = (m.flags & KV_CAS != 0).then_some(m.expect_version);
-        let (ok, version) =
-            self.hub
-                .kv_put(&m.session, &m.key, cas, m.flags & KV_DELETE != 0, m.value)?;
+        let delete = m.flags & KV_DELETE != 0;
+        let (ok, version) = match self.hub.bridge_of(&m.session) {
+            Some(b) => {
+                bridge::ops::kv_put(&b, &self.hub, &m.session, &m.key, cas, delete, m.value).await?
+            }
+            None => self.hub.kv_put(&m.session, &m.key, cas, delete, m.value)?,
+        };
         Ok(Reply::msg(KvWritten { ok, version }))
     }
 
-    fn kv_get(&self, req: &Request) -> HandlerResult {
+    async fn kv_get(&self, req: &Request) -> HandlerResult {
         let m: KvGet = req.decode()?;
-        let e = self
-            .hub
-            .with_session(&m.session, |s| s.kv.get(&m.key).cloned())?;
+        let e = match self.hub.bridge_of(&m.session) {
+            Some(b) => bridge::ops::kv_get(&b, &m.session, &m.key).await?,
+            None => self.hub.with_session(&m.session, |s| {
+                s.kv.get(&m.key).map(|e| (e.version, e.value.clone()))
+            })?,
+        };
         Ok(Reply::msg(match e {
-            Some(e) => KvValue {
+            Some((version, value)) => KvValue {
                 found: true,
-                version: e.version,
-                value: e.value,
+                version,
+                value,
             },
             None => KvValue {
                 found: false,
@@ -202,28 +240,50 @@ impl CollabService {
         }))
     }
 
-    fn lock(&self, req: &Request) -> HandlerResult {
+    async fn lock(&self, req: &Request) -> HandlerResult {
         let m: Lock = req.decode()?;
         check_resources(&m.resources)?;
-        let contested = self
-            .hub
-            .lock(req.ctx.conn.id, &m.session, &m.resources, &m.note)?;
+        let contested = match self.hub.bridge_of(&m.session) {
+            Some(b) => {
+                let me = self
+                    .hub
+                    .member_info(req.ctx.conn.id, &m.session)
+                    .ok_or_else(|| hub::not_member(&m.session))?;
+                bridge::ops::lock(&b, &self.hub, &m.session, &me, &m.resources, &m.note).await?
+            }
+            None => self
+                .hub
+                .lock(req.ctx.conn.id, &m.session, &m.resources, &m.note)?,
+        };
         Ok(Reply::msg(LockResponse {
             acquired: contested.is_empty(),
             contested,
         }))
     }
 
-    fn unlock(&self, req: &Request) -> HandlerResult {
+    async fn unlock(&self, req: &Request) -> HandlerResult {
         let m: Unlock = req.decode()?;
         check_resources(&m.resources)?;
-        let count = self.hub.unlock(
-            req.ctx.conn.id,
-            &m.session,
-            &m.resources,
-            m.force,
-            &m.reason,
-        )?;
+        let count = match self.hub.bridge_of(&m.session) {
+            Some(b) => {
+                let me = self
+                    .hub
+                    .member_info(req.ctx.conn.id, &m.session)
+                    .map(|m| m.member);
+                if me.is_none() && !m.force {
+                    return Err(hub::not_member(&m.session));
+                }
+                let (r, f, why) = (&m.resources, m.force, &m.reason);
+                bridge::ops::unlock(&b, &self.hub, &m.session, me.unwrap_or(0), r, f, why).await?
+            }
+            None => self.hub.unlock(
+                req.ctx.conn.id,
+                &m.session,
+                &m.resources,
+                m.force,
+                &m.reason,
+            )?,
+        };
         Ok(Reply::msg(Ack { count }))
     }
 
@@ -259,7 +319,10 @@ impl CollabService {
                     .with_session(&m.session, |s| s.activity_after(m.after, m.max))?;
                 Ok(Reply::msg(ActivityResponse { oldest, entries }))
             }
-            STATS => Ok(Reply::msg(self.hub.stats(0, 0, 0))),
+            STATS => {
+                let (state, reconnects, errors) = bridge::stats_of(self.hub.bridge.as_deref());
+                Ok(Reply::msg(self.hub.stats(state, reconnects, errors)))
+            }
             _ => Err(unknown_message(&req.frame)),
         }
     }
@@ -306,10 +369,6 @@ impl CollabService {
                     count: u32::from(existed),
                 }))
             }
-            KV_PUT => self.kv_put(req),
-            KV_GET => self.kv_get(req),
-            LOCK => self.lock(req),
-            UNLOCK => self.unlock(req),
             _ => self.read(req),
         }
     }
@@ -334,7 +393,18 @@ impl Service for CollabService {
     }
 
     fn handle(self: Arc<Self>, req: Request) -> BoxFuture<HandlerResult> {
-        Box::pin(async move { self.handle_sync(&req) })
+        if let Some(b) = &self.hub.bridge {
+            self.started.call_once(|| b.start(self.hub.clone()));
+        }
+        Box::pin(async move {
+            match req.frame.msg_type {
+                KV_PUT => self.kv_put(&req).await,
+                KV_GET => self.kv_get(&req).await,
+                LOCK => self.lock(&req).await,
+                UNLOCK => self.unlock(&req).await,
+                _ => self.handle_sync(&req),
+            }
+        })
     }
 
     fn on_disconnect(&self, conn_id: u64) {

@@ -49,6 +49,10 @@ pub struct Session {
     pub activity_cap: usize,
     pub next_activity: u64,
     pub messages: u64,
+    /// Shared sessions: the NATS revision of each lock a local member holds (refreshed, released by us).
+    pub own_revs: HashMap<String, u64>,
+    /// Shared sessions: when each other daemon was last heard from.
+    pub remote_seen: HashMap<u32, std::time::Instant>,
 }
 
 pub fn now_ms() -> u64 {
@@ -72,6 +76,8 @@ impl Session {
             activity_cap: activity_cap.max(1),
             next_activity: 1,
             messages: 0,
+            own_revs: HashMap::new(),
+            remote_seen: HashMap::new(),
         }
     }
 
