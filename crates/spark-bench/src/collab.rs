@@ -24,6 +24,7 @@ use crate::groups::Ctx;
 use crate::procs::{Proc, Redis, Sparkd, SparkdSpec, which};
 use crate::progress;
 use crate::stats::{Summary, percentile};
+use crate::targets::Target;
 
 const SUBSCRIBERS: usize = 32;
 const BATCH: usize = 64;
@@ -361,4 +362,29 @@ pub fn json(c: &CollabBench) -> Value {
             Err(why) => json!({"skipped": why}),
         },
     })
+}
+
+/// Local pub/sub against Redis pub/sub: throughput >= 1.0x, p50 latency <= 1.0x (medians of this run).
+pub fn targets(c: &CollabBench) -> Vec<Target> {
+    let ratio =
+        |f: fn(&FanOut) -> &Vec<f64>| c.redis.as_ref().map(|r| med(f(&c.sparkd)) / med(f(r)));
+    let note = format!("1 publisher x {SUBSCRIBERS} subscribers, {} msgs", c.msgs);
+    vec![
+        Target {
+            name: "collab pub/sub msgs/s vs redis pub/sub".into(),
+            measured: ratio(|f| &f.msgs_per_s),
+            goal: 1.0,
+            at_least: true,
+            unit: "x",
+            note: note.clone(),
+        },
+        Target {
+            name: "collab pub/sub p50 latency vs redis pub/sub".into(),
+            measured: ratio(|f| &f.p50_us),
+            goal: 1.0,
+            at_least: false,
+            unit: "x",
+            note,
+        },
+    ]
 }

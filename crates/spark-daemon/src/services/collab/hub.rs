@@ -21,6 +21,9 @@ use super::{CollabConfig, lock};
 use crate::events::EventSender;
 use crate::registry::HandlerError;
 
+/// Subscriptions one connection may hold (each has a queue and a task).
+const MAX_SUBS_PER_CONN: usize = 4096;
+
 #[derive(Default)]
 pub struct Counters {
     pub published: AtomicU64,
@@ -450,6 +453,15 @@ impl Hub {
         queue: u32,
     ) -> Result<u32, HandlerError> {
         let mut g = self.inner();
+        let held = g.conns.get(&conn).map_or(0, |c| c.subs.len());
+        if held >= MAX_SUBS_PER_CONN {
+            return Err(bad(
+                ErrorCode::TooLarge,
+                format!(
+                    "this connection has {held} collab subscriptions, the limit: unsubscribe some first"
+                ),
+            ));
+        }
         // A subscription may come first: it creates (and keeps alive) a local session.
         let s = g
             .sessions
