@@ -4,6 +4,9 @@
 //! task waits for the connection's writer ([`EventSender::send_wait`]), so a subscriber that stops reading
 //! fills only its own queue. The drops of one overflow become one `Lagged` event placed where the messages
 //! went missing: before the next message that fits, or when the queue drains.
+//!
+//! While the backlog is empty and nothing is in flight, an offer goes straight into the connection's queue
+//! (order is kept: nothing of this subscription is ahead of it), which saves the pump a wake-up per message.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ struct State {
     q: VecDeque<Event>,
     /// Messages dropped since the last Lagged event.
     lag: u64,
+    /// The pump holds an event it has not handed to the connection yet.
+    inflight: bool,
 }
 
 pub struct SubQueue {
@@ -44,6 +49,7 @@ pub struct SubQueue {
     closed: AtomicBool,
     /// The hub's drop counter (stats).
     dropped: Arc<AtomicU64>,
+    events: EventSender,
 }
 
 fn encode<M: Message>(m: &M) -> Event {
@@ -76,12 +82,14 @@ impl SubQueue {
             state: std::sync::Mutex::new(State {
                 q: VecDeque::new(),
                 lag: 0,
+                inflight: false,
             }),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             dropped,
+            events,
         });
-        tokio::spawn(pump(q.clone(), events));
+        tokio::spawn(pump(q.clone()));
         q
     }
 
@@ -104,7 +112,18 @@ impl SubQueue {
             });
             s.q.push_back(lagged);
         }
-        s.q.push_back(encode(m));
+        let ev = encode(m);
+        // Fast path: nothing of ours is waiting, so handing this straight to the connection keeps the order
+        // and saves the pump a wake-up. A full connection queue sends it through the backlog instead.
+        let ev = if s.q.is_empty() && !s.inflight {
+            match self.events.try_send_or_return(ev) {
+                Ok(()) => return true,
+                Err(ev) => ev,
+            }
+        } else {
+            ev
+        };
+        s.q.push_back(ev);
         drop(s);
         self.wake.notify_one();
         true
@@ -117,31 +136,40 @@ impl SubQueue {
         self.wake.notify_one();
     }
 
-    /// The next event to deliver: a queued one, or the pending Lagged once the queue is empty.
+    /// The next event to deliver: a queued one, or the pending Lagged once the queue is empty. Marks it in
+    /// flight until [`SubQueue::delivered`].
     fn next(&self) -> Option<Event> {
         let mut s = lock(&self.state);
-        if let Some(e) = s.q.pop_front() {
-            return Some(e);
-        }
-        if s.lag > 0 {
-            let lag = std::mem::take(&mut s.lag);
-            return Some(encode(&Lagged {
-                subscription: self.id,
-                dropped: lag,
-            }));
-        }
-        None
+        let ev = match s.q.pop_front() {
+            Some(e) => e,
+            None if s.lag > 0 => {
+                let lag = std::mem::take(&mut s.lag);
+                encode(&Lagged {
+                    subscription: self.id,
+                    dropped: lag,
+                })
+            }
+            None => return None,
+        };
+        s.inflight = true;
+        Some(ev)
+    }
+
+    fn delivered(&self) {
+        lock(&self.state).inflight = false;
     }
 }
 
-async fn pump(q: Arc<SubQueue>, events: EventSender) {
+async fn pump(q: Arc<SubQueue>) {
     loop {
         if q.closed.load(Ordering::Relaxed) {
             return;
         }
         match q.next() {
             Some(ev) => {
-                if events.send_wait(ev).await == Sent::Closed {
+                let sent = q.events.send_wait(ev).await;
+                q.delivered();
+                if sent == Sent::Closed {
                     q.closed.store(true, Ordering::Relaxed);
                     return;
                 }
