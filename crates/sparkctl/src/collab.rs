@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use spark_client::spark_proto::collab::{
     BRIDGE_DEGRADED, BRIDGE_UP, LockInfo, MemberInfo, activity_name,
 };
-use spark_client::{Client, CollabEvent};
+use spark_client::{Client, CollabClient, CollabEvent};
 
 use crate::Failure;
 
@@ -85,67 +85,9 @@ fn lock_json(l: &LockInfo) -> Value {
 pub fn run(client: &Client, cmd: &CollabCmd, json_out: bool) -> Result<(), Failure> {
     let c = client.collab();
     match cmd {
-        CollabCmd::Sessions => {
-            let v = c.sessions()?;
-            if json_out {
-                let v: Vec<_> = v
-                    .iter()
-                    .map(|s| {
-                        json!({"name": s.name, "shared": s.shared, "bridge": bridge_name(s.bridge),
-                        "members": s.members, "locks": s.locks, "messages": s.messages})
-                    })
-                    .collect();
-                outln!("{}", Value::Array(v));
-                return Ok(());
-            }
-            outln!(
-                "{:<24} {:>7} {:>6} {:>9}  bridge",
-                "session",
-                "members",
-                "locks",
-                "messages"
-            );
-            for s in v {
-                let b = if s.shared { bridge_name(s.bridge) } else { "-" };
-                outln!(
-                    "{:<24} {:>7} {:>6} {:>9}  {b}",
-                    s.name,
-                    s.members,
-                    s.locks,
-                    s.messages
-                );
-            }
-        }
-        CollabCmd::Members { session } => {
-            let v = c.members(session)?;
-            if json_out {
-                outln!("{}", Value::Array(v.iter().map(member_json).collect()));
-                return Ok(());
-            }
-            for m in v {
-                outln!(
-                    "{:016x}  {}  presence: {}",
-                    m.member,
-                    m.who(),
-                    text(&m.presence)
-                );
-            }
-        }
-        CollabCmd::Locks { session, prefix } => {
-            let v = c.locks(session, prefix)?;
-            if json_out {
-                outln!("{}", Value::Array(v.iter().map(lock_json).collect()));
-                return Ok(());
-            }
-            for l in v {
-                let note = if l.note.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({})", l.note)
-                };
-                outln!("{}  locked by {} on {}{note}", l.resource, l.who, l.host);
-            }
-        }
+        CollabCmd::Sessions => sessions(&c, json_out)?,
+        CollabCmd::Members { session } => members(&c, session, json_out)?,
+        CollabCmd::Locks { session, prefix } => locks(&c, session, prefix, json_out)?,
         CollabCmd::Publish {
             session,
             topic,
@@ -169,56 +111,9 @@ pub fn run(client: &Client, cmd: &CollabCmd, json_out: bool) -> Result<(), Failu
             resources,
             force,
             reason,
-        } => {
-            if !force {
-                return Err(Failure::Local(
-                    "sparkctl holds no locks: pass --force to release someone else's (they are told the reason)"
-                        .into(),
-                ));
-            }
-            let r: Vec<&str> = resources.iter().map(String::as_str).collect();
-            let n = c.force_unlock(session, &r, reason)?;
-            if json_out {
-                outln!("{}", json!({"released": n}));
-            } else {
-                outln!("released {n} lock(s)");
-            }
-        }
-        CollabCmd::Activity { session } => {
-            let a = c.activity(session, 0, 0)?;
-            for e in a.entries {
-                if json_out {
-                    outln!(
-                        "{}",
-                        json!({"seq": e.seq, "time_ms": e.time_ms, "kind": activity_name(e.kind),
-                            "who": e.who, "subject": e.subject, "data": text(&e.data)})
-                    );
-                } else {
-                    outln!(
-                        "#{} {} {} {} {}",
-                        e.seq,
-                        activity_name(e.kind),
-                        e.who,
-                        e.subject,
-                        text(&e.data)
-                    );
-                }
-            }
-        }
-        CollabCmd::Stats => {
-            let s = c.stats()?;
-            let v = json!({"sessions": s.sessions, "members": s.members, "subscriptions": s.subscriptions,
-                "published": s.published, "delivered": s.delivered, "dropped": s.dropped, "locks": s.locks,
-                "bridge": bridge_name(s.bridge as u8), "bridge_reconnects": s.bridge_reconnects,
-                "bridge_errors": s.bridge_errors});
-            if json_out {
-                outln!("{v}");
-            } else {
-                for (k, x) in v.as_object().expect("object") {
-                    outln!("{k:<18} {x}");
-                }
-            }
-        }
+        } => unlock(&c, session, resources, *force, reason, json_out)?,
+        CollabCmd::Activity { session } => activity(&c, session, json_out)?,
+        CollabCmd::Stats => stats(&c, json_out)?,
     }
     Ok(())
 }
@@ -258,6 +153,136 @@ fn subscribe(
                 }
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn sessions(c: &CollabClient<'_>, json_out: bool) -> Result<(), Failure> {
+    let v = c.sessions()?;
+    if json_out {
+        let v: Vec<_> = v
+            .iter()
+            .map(|s| {
+                json!({"name": s.name, "shared": s.shared, "bridge": bridge_name(s.bridge),
+                "members": s.members, "locks": s.locks, "messages": s.messages})
+            })
+            .collect();
+        outln!("{}", Value::Array(v));
+        return Ok(());
+    }
+    outln!(
+        "{:<24} {:>7} {:>6} {:>9}  bridge",
+        "session",
+        "members",
+        "locks",
+        "messages"
+    );
+    for s in v {
+        let b = if s.shared { bridge_name(s.bridge) } else { "-" };
+        outln!(
+            "{:<24} {:>7} {:>6} {:>9}  {b}",
+            s.name,
+            s.members,
+            s.locks,
+            s.messages
+        );
+    }
+    Ok(())
+}
+
+fn members(c: &CollabClient<'_>, session: &str, json_out: bool) -> Result<(), Failure> {
+    let v = c.members(session)?;
+    if json_out {
+        outln!("{}", Value::Array(v.iter().map(member_json).collect()));
+        return Ok(());
+    }
+    for m in v {
+        outln!(
+            "{:016x}  {}  presence: {}",
+            m.member,
+            m.who(),
+            text(&m.presence)
+        );
+    }
+    Ok(())
+}
+
+fn locks(c: &CollabClient<'_>, session: &str, prefix: &str, json_out: bool) -> Result<(), Failure> {
+    let v = c.locks(session, prefix)?;
+    if json_out {
+        outln!("{}", Value::Array(v.iter().map(lock_json).collect()));
+        return Ok(());
+    }
+    for l in v {
+        let note = if l.note.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", l.note)
+        };
+        outln!("{}  locked by {} on {}{note}", l.resource, l.who, l.host);
+    }
+    Ok(())
+}
+
+fn unlock(
+    c: &CollabClient<'_>,
+    session: &str,
+    resources: &[String],
+    force: bool,
+    reason: &str,
+    json_out: bool,
+) -> Result<(), Failure> {
+    if !force {
+        return Err(Failure::Local(
+            "sparkctl holds no locks: pass --force to release someone else's (they are told the reason)"
+                .into(),
+        ));
+    }
+    let r: Vec<&str> = resources.iter().map(String::as_str).collect();
+    let n = c.force_unlock(session, &r, reason)?;
+    if json_out {
+        outln!("{}", json!({"released": n}));
+    } else {
+        outln!("released {n} lock(s)");
+    }
+    Ok(())
+}
+
+fn activity(c: &CollabClient<'_>, session: &str, json_out: bool) -> Result<(), Failure> {
+    let a = c.activity(session, 0, 0)?;
+    for e in a.entries {
+        if json_out {
+            outln!(
+                "{}",
+                json!({"seq": e.seq, "time_ms": e.time_ms, "kind": activity_name(e.kind),
+                    "who": e.who, "subject": e.subject, "data": text(&e.data)})
+            );
+        } else {
+            outln!(
+                "#{} {} {} {} {}",
+                e.seq,
+                activity_name(e.kind),
+                e.who,
+                e.subject,
+                text(&e.data)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn stats(c: &CollabClient<'_>, json_out: bool) -> Result<(), Failure> {
+    let s = c.stats()?;
+    let v = json!({"sessions": s.sessions, "members": s.members, "subscriptions": s.subscriptions,
+        "published": s.published, "delivered": s.delivered, "dropped": s.dropped, "locks": s.locks,
+        "bridge": bridge_name(s.bridge as u8), "bridge_reconnects": s.bridge_reconnects,
+        "bridge_errors": s.bridge_errors});
+    if json_out {
+        outln!("{v}");
+    } else {
+        for (k, x) in v.as_object().expect("object") {
+            outln!("{k:<18} {x}");
         }
     }
     Ok(())

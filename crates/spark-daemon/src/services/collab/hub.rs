@@ -210,22 +210,7 @@ impl Hub {
                 m.info.user = j.user;
                 m.info.pid = j.pid;
                 if m.info.presence != j.presence {
-                    m.info.presence = j.presence.clone();
-                    self.forward(
-                        s,
-                        Body::Presence {
-                            member: id,
-                            presence: j.presence.clone(),
-                        },
-                    );
-                    let ev = PresenceChanged {
-                        session: s.name.clone(),
-                        member: id,
-                        presence: j.presence,
-                    };
-                    for e in s.local_senders() {
-                        e.send_msg(service::COLLAB, &ev);
-                    }
+                    self.presence_changed(s, id, j.presence);
                 }
                 id
             }
@@ -351,7 +336,15 @@ impl Hub {
             .member_of(conn)
             .map(|m| m.info.member)
             .ok_or_else(|| not_member(session))?;
-        s.members.get_mut(&id).expect("found").info.presence = presence.clone();
+        self.presence_changed(s, id, presence);
+        Ok(())
+    }
+
+    /// Sets a local member's presence, tells the other daemons and the local members.
+    fn presence_changed(&self, s: &mut Session, id: u64, presence: Bytes) {
+        if let Some(m) = s.members.get_mut(&id) {
+            m.info.presence = presence.clone();
+        }
         self.forward(
             s,
             Body::Presence {
@@ -360,14 +353,13 @@ impl Hub {
             },
         );
         let ev = PresenceChanged {
-            session: session.to_string(),
+            session: s.name.clone(),
             member: id,
             presence,
         };
         for e in s.local_senders() {
             e.send_msg(service::COLLAB, &ev);
         }
-        Ok(())
     }
 
     /// Fans a message out to the matching subscriptions; returns (seq, queued).
