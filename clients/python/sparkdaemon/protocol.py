@@ -58,7 +58,7 @@ SERVICE_CONTROL = 0x0001
 SERVICE_SHADER = 0x0002
 SERVICE_ASSET = 0x0003
 SERVICE_COMPILE = 0x0004
-SERVICE_COLLAB = 0x0005  # reserved
+SERVICE_COLLAB = 0x0005
 SERVICE_BUILD = 0x0006  # reserved
 SERVICE_WATCH = 0x0007
 
@@ -566,6 +566,12 @@ _BY_SERVICE: Dict[int, Dict[int, Type[Message]]] = {
     SERVICE_ASSET: _ASSET_MESSAGES,
     SERVICE_WATCH: {c.TYPE: c for c in WATCH_MESSAGES},
 }
+
+# The Collab service's messages (one field list per message) live in their own module too.
+from .collab_messages import *  # noqa: E402,F401,F403
+from .collab_messages import COLLAB_MESSAGES  # noqa: E402
+
+_BY_SERVICE[SERVICE_COLLAB] = {c.TYPE: c for c in COLLAB_MESSAGES}
 
 
 def message_class(service: int, msg_type: int) -> Type[Message]:

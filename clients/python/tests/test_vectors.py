@@ -201,6 +201,9 @@ BUILD = {
     ),
 }
 
+# The Collab messages declare their fields, so one builder covers them all.
+BUILD.update({c.__name__: (c, c.from_fields) for c in p.COLLAB_MESSAGES})
+
 
 def vector_id(v):
     return v["name"]

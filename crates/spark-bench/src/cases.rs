@@ -29,6 +29,7 @@ pub struct Results {
     /// Why the watch group was skipped.
     pub watch_note: Option<String>,
     pub compile: Option<crate::compile::CompileBench>,
+    pub collab: Option<crate::collab::CollabBench>,
 }
 
 pub struct RssReading {

@@ -8,6 +8,7 @@
 
 mod args;
 mod cases;
+mod collab;
 mod compile;
 mod floor;
 mod groups;
@@ -76,6 +77,7 @@ fn run(a: &Args) -> Result<()> {
     groups::floor(&cx, &mut res)?;
     groups::ping_and_kv(&cx, redis.as_ref(), &mut res)?;
     groups::big(&cx, redis.as_ref(), &mut res)?;
+    res.collab = collab::run(&cx, redis.as_ref())?;
     // Redis has nothing left to do; it should not hold memory or CPU while the fill and start-up cases run.
     drop(redis);
     groups::fill(&cx, &mut res)?;

@@ -73,6 +73,9 @@ pub fn print_report(a: &Args, counts: &Counts, res: &Results, targets: &[Target]
     if let Some(c) = &res.compile {
         crate::compile::print(c);
     }
+    if let Some(c) = &res.collab {
+        crate::collab::print(c);
+    }
     target_table(targets);
 }
 

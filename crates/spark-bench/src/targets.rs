@@ -78,6 +78,9 @@ pub fn targets(res: &Results) -> Vec<Target> {
         ));
     }
     compile(res, &mut t);
+    if let Some(c) = &res.collab {
+        t.extend(crate::collab::targets(c));
+    }
     if let Some(r) = &res.big_rss {
         t.push(rss_target("RSS during the 32 MiB cases (VmHWM)", r));
     }

@@ -21,6 +21,7 @@
 
 mod cache;
 mod client;
+pub mod collab;
 mod compile;
 mod conn;
 mod error;
@@ -36,6 +37,7 @@ pub mod watch;
 
 pub use cache::{AssetCache, CacheClient, ShaderCache};
 pub use client::{Client, ClientOptions};
+pub use collab::{CollabClient, CollabEvent, JoinOptions, LockOutcome};
 pub use error::{Error, Result};
 pub use event::{DEFAULT_EVENT_QUEUE, Event, EventReceiver};
 pub use import::{ImportSpec, Imported, asset_invalidated};

@@ -127,6 +127,8 @@ pub struct Args {
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    #[command(flatten)]
+    pub collab: crate::services::collab::CollabArgs,
 }
 
 /// Everything the server needs, resolved from flags and environment.
@@ -145,6 +147,8 @@ pub struct Config {
     pub compile: CompileConfig,
     /// The HTTP front, when `--http` is given.
     pub http: Option<crate::http::HttpConfig>,
+    /// The Collab service's queues, feed and NATS bridge.
+    pub collab: crate::services::collab::CollabConfig,
 }
 
 impl Config {
@@ -202,6 +206,7 @@ impl Config {
                 .as_deref()
                 .map(|h| crate::http::HttpConfig::parse(h, a.http_allow_remote))
                 .transpose()?,
+            collab: crate::services::collab::CollabConfig::from_args(&a.collab),
         })
     }
 

@@ -108,6 +108,42 @@ impl EventSender {
         })
     }
 
+    /// Queues an event if the connection's queue has room, else hands it back untouched (not counted as
+    /// lost): for a producer with its own backlog that only wants to skip it when it is empty.
+    pub fn try_send_or_return(&self, ev: Event) -> Result<(), Event> {
+        let len = ev.payload.len();
+        let before = self.shared.bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > EVENT_QUEUE_BYTES && before > 0 {
+            self.shared.bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(ev);
+        }
+        self.tx.try_send(ev).map_err(|e| {
+            self.shared.bytes.fetch_sub(len, Ordering::AcqRel);
+            e.into_inner()
+        })
+    }
+
+    /// Queues an event, waiting while the connection's queue is full, for a producer that keeps its own
+    /// bounded backlog and reports its own losses (Collab subscriptions): nothing is dropped here.
+    pub async fn send_wait(&self, ev: Event) -> Sent {
+        let len = ev.payload.len();
+        // The byte bound still holds: wait for the writer to drain rather than grow past it.
+        while self.shared.bytes.load(Ordering::Acquire) + len > EVENT_QUEUE_BYTES
+            && self.shared.bytes.load(Ordering::Acquire) > 0
+        {
+            if self.tx.is_closed() {
+                return Sent::Closed;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let Ok(permit) = self.tx.reserve().await else {
+            return Sent::Closed;
+        };
+        self.shared.bytes.fetch_add(len, Ordering::AcqRel);
+        permit.send(ev);
+        Sent::Queued
+    }
+
     /// True once the connection's writer is gone.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -46,6 +46,9 @@ pub fn build_registry(namespaces: &Arc<Namespaces>, config: &Config) -> registry
         namespaces.expect("compile"),
         &config.compile,
     )));
+    reg.register(Arc::new(services::collab::CollabService::new(
+        config.collab.clone(),
+    )));
     #[cfg(feature = "test-services")]
     services::testing::register_if_asked(&mut reg);
     // Control reports every other service, so it is registered last.

@@ -20,14 +20,14 @@ fn ping_version_stats_and_hello() {
     assert_eq!(v.daemon_version, env!("CARGO_PKG_VERSION"));
     let h = c.hello();
     assert_eq!(h.daemon_pid, d.pid());
-    assert_eq!(h.services, vec![1, 2, 3, 4, 7]);
+    assert_eq!(h.services, vec![1, 2, 3, 4, 5, 7]);
     assert!(h.capabilities.iter().any(|c| c == "stream"));
     let mut sorted = h.capabilities.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(h.capabilities, sorted, "capabilities sorted, no duplicates");
     let s = c.stats().unwrap();
-    assert_eq!(s.services, vec![1, 2, 3, 4, 7], "sorted service ids");
+    assert_eq!(s.services, vec![1, 2, 3, 4, 5, 7], "sorted service ids");
     assert_eq!(s.protocol_version, 1);
     assert!(s.current_connections >= 1);
     assert!(s.total_connections >= 1);

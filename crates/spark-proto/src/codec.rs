@@ -136,3 +136,36 @@ pub fn put_bytes32(out: &mut BytesMut, b: &[u8]) {
     out.put_u32_le(b.len() as u32);
     out.put_slice(b);
 }
+
+/// A fixed record inside a message's list (`list16 of <Record>` in the registry): a `u16` count, then each
+/// record's fields in order. Records are documented with their message in `docs/protocol.md`.
+pub trait Record: Sized {
+    /// The least bytes one record takes, so a hostile count cannot make a decoder allocate beyond the payload.
+    const MIN_LEN: usize;
+    fn put(&self, out: &mut BytesMut);
+    fn get(r: &mut Reader<'_>) -> Result<Self, ProtoError>;
+}
+
+/// Appends a `u16` count and the records (at most 65535; callers bound their lists below that).
+pub fn put_records<R: Record>(out: &mut BytesMut, v: &[R]) {
+    let n = v.len().min(u16::MAX as usize);
+    out.put_u16_le(n as u16);
+    for r in &v[..n] {
+        r.put(out);
+    }
+}
+
+impl Reader<'_> {
+    /// A `u16` count and that many records.
+    pub fn records<R: Record>(&mut self) -> Result<Vec<R>, ProtoError> {
+        let n = self.u16()? as usize;
+        if n * R::MIN_LEN.max(1) > self.remaining() {
+            return Err(ProtoError::Truncated);
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(R::get(self)?);
+        }
+        Ok(v)
+    }
+}

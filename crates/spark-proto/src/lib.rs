@@ -14,6 +14,7 @@
 //! - [`cache`]: the messages shared by the blob caches (Shader, Asset): get, put, streaming, stats;
 //! - [`watch`]: the Watch service's messages (subscriptions, clocks, change events, queries);
 //! - [`compile`]: the Compile service's request, streamed per-permutation results and stats;
+//! - [`collab`]: the Collab service's sessions, pub/sub, state, locks and their events;
 //! - [`messages`]: the registry of every message ([`messages::ALL`]) and the macro that defines them.
 //!
 //! Design rules the daemon and every client rely on:
@@ -25,6 +26,7 @@
 
 pub mod cache;
 pub mod codec;
+pub mod collab;
 pub mod compile;
 pub mod control;
 pub mod error;
@@ -48,7 +50,7 @@ pub mod service {
     pub const ASSET: u16 = 0x0003;
     /// In-daemon shader compilation ([`crate::compile`]).
     pub const COMPILE: u16 = 0x0004;
-    /// Reserved: collaboration broker.
+    /// Collaboration broker: sessions, presence, pub/sub, session state, locks ([`crate::collab`]).
     pub const COLLAB: u16 = 0x0005;
     /// Reserved: build state.
     pub const BUILD: u16 = 0x0006;

@@ -54,6 +54,7 @@ const PARTS: &[&[MessageInfo]] = &[
     crate::cache::MESSAGES,
     crate::watch::MESSAGES,
     crate::compile::MESSAGES,
+    crate::collab::MESSAGES,
 ];
 
 const COUNT: usize = {
@@ -218,6 +219,8 @@ macro_rules! define_messages {
     (@wire [Vec String]) => { "list_str16" };
     (@wire [Bytes]) => { "bytes" };
     (@wire [K]) => { "key" };
+    // Any other `Vec<R>`: a list of [`Record`](crate::codec::Record)s.
+    (@wire [Vec $r:ident]) => { concat!("list16 of ", stringify!($r)) };
 
     (@put [u8], $out:ident, $v:expr) => { ::bytes::BufMut::put_u8($out, *$v) };
     (@put [u16], $out:ident, $v:expr) => { ::bytes::BufMut::put_u16_le($out, *$v) };
@@ -230,6 +233,7 @@ macro_rules! define_messages {
     (@put [Vec String], $out:ident, $v:expr) => { $crate::codec::put_list_str16($out, $v) };
     (@put [Bytes], $out:ident, $v:expr) => { ::bytes::BufMut::put_slice($out, $v) };
     (@put [K], $out:ident, $v:expr) => { $crate::cache::WireKey::encode_key($v, $out) };
+    (@put [Vec $r:ident], $out:ident, $v:expr) => { $crate::codec::put_records($out, $v) };
 
     (@get [u8], $r:ident) => { $r.u8()? };
     (@get [u16], $r:ident) => { $r.u16()? };
@@ -243,6 +247,7 @@ macro_rules! define_messages {
     (@get [Vec String], $r:ident) => { $r.list_str16()? };
     (@get [Bytes], $r:ident) => { $r.rest() };
     (@get [K], $r:ident) => { $crate::cache::WireKey::decode_key(&mut $r)? };
+    (@get [Vec $g:ident], $r:ident) => { $r.records::<$g>()? };
 
     (@finish exact, $r:ident) => { $r.finish()? };
     (@finish lenient, $r:ident) => { let _ = $r; };

@@ -17,6 +17,8 @@ use spark_proto::messages::{self, MessageInfo};
 use spark_proto::watch::{self as w, Change, ChangeKind};
 use spark_proto::{ErrorResponse, Frame, Message, ProtoError, service};
 
+#[path = "vectors/collab.rs"]
+mod collab;
 #[path = "vectors/table.rs"]
 mod table;
 use table::{invalid_table, table};
@@ -453,7 +455,8 @@ fn build(message: &str, f: &Value) -> Bytes {
             p99_us: u(f, "p99_us"),
             max_us: u(f, "max_us"),
         }),
-        other => panic!("vector names unknown message {other}"),
+        other => collab::build(other, f)
+            .unwrap_or_else(|| panic!("vector names unknown message {other}")),
     }
 }
 
@@ -523,7 +526,7 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
         "CompileResult" => rt::<CompileResult>(p),
         "CompileStatsRequest" => rt::<spark_proto::compile::Stats>(p),
         "CompileStats" => rt::<CompileStats>(p),
-        other => panic!("unknown message {other}"),
+        other => collab::roundtrip(other, p).unwrap_or_else(|| panic!("unknown message {other}")),
     }
 }
 
@@ -670,6 +673,7 @@ fn every_registered_message_has_a_vector() {
             "cache" => &[service::SHADER, service::ASSET],
             "watch" => &[service::WATCH],
             "compile" => &[service::COMPILE],
+            "collab" => &[service::COLLAB],
             "any" => &[service::CONTROL, service::SHADER, service::ASSET],
             other => panic!("{}: unknown registry service {other}", info.name),
         };

@@ -45,6 +45,9 @@ pub enum Cmd {
     Compile(Box<CompileArgs>),
     /// The Compile service's counters
     CompileStats,
+    /// Collaboration sessions: members, locks, publish, live subscribe, activity, force-unlock
+    #[command(subcommand)]
+    Collab(crate::collab::CollabCmd),
 }
 
 #[derive(clap::Args)]

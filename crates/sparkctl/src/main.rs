@@ -27,6 +27,7 @@ macro_rules! out {
 
 mod args;
 mod cache;
+mod collab;
 mod compile;
 mod control;
 mod output;
@@ -107,6 +108,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Watch(w) => watch::run(&client, w, cli.json),
         Cmd::Compile(a) => compile::run(&client, a, cli.json),
         Cmd::CompileStats => compile::stats(&client, cli.json),
+        Cmd::Collab(c) => collab::run(&client, c, cli.json),
     }
 }
 

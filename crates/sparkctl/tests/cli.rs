@@ -124,7 +124,10 @@ fn stats_as_table_and_json(s: &std::path::Path) {
     );
     let o = sparkctl(s, &["--json", "stats"], None);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["daemon"]["services"], serde_json::json!([1, 2, 3, 4, 7]));
+    assert_eq!(
+        v["daemon"]["services"],
+        serde_json::json!([1, 2, 3, 4, 5, 7])
+    );
     let ns = |name: &str| {
         v["namespaces"]
             .as_array()

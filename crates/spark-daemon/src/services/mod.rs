@@ -3,6 +3,7 @@
 
 pub mod asset;
 pub mod blob_cache;
+pub mod collab;
 pub mod compile;
 pub mod control;
 pub mod shader;

@@ -468,6 +468,9 @@ pub fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
                 "p50_us": 1200, "p90_us": 5300, "p99_us": 9100, "max_us": 12000}),
         ),
     ]
+    .into_iter()
+    .chain(super::collab::table())
+    .collect()
 }
 
 pub fn invalid_table() -> Vec<(&'static str, &'static str, &'static str)> {
