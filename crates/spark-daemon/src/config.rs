@@ -9,6 +9,9 @@ use clap::Parser;
 use spark_store::{Durability, StoreConfig};
 
 use crate::namespaces::{NamespaceConfig, decl};
+
+pub mod file;
+pub mod layers;
 use crate::services::compile::{CompileConfig, default_jobs};
 
 const MB: u64 = 1024 * 1024;
@@ -117,6 +120,15 @@ pub struct Args {
     /// Log level (error, warn, info, debug, trace) or a filter like `spark_daemon=debug`; overrides RUST_LOG
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Config file [default: $XDG_CONFIG_HOME/spark/sparkd.toml when it exists]; flags and SPARKD_* variables
+    /// override it. See docs/sparkd.example.toml
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print every effective setting and where it came from (flag, environment, file:line, default), then exit
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// Everything the server needs, resolved from flags and environment.
