@@ -59,8 +59,14 @@ pub fn build_registry(namespaces: &Arc<Namespaces>, config: &Config) -> registry
 /// Runs a daemon with `config` to completion on a new runtime: takes the socket, opens the stores, serves.
 #[cfg(unix)]
 pub fn run(config: Config) -> Result<(), RunError> {
-    use transport::unix::{OwnershipError, UnixTransport, take_socket};
-    let ownership = take_socket(&config.socket, config.default_socket).map_err(|e| match e {
+    use transport::unix::{OwnershipError, UnixTransport, adopt_socket, take_socket};
+    // First, while this is the only thread: it edits the environment.
+    let passed = transport::activation::passed_listener().map_err(RunError::Fatal)?;
+    let ownership = match &passed {
+        Some((_, path)) => adopt_socket(path),
+        None => take_socket(&config.socket, config.default_socket),
+    };
+    let ownership = ownership.map_err(|e| match e {
         OwnershipError::AlreadyRunning { .. } => RunError::AlreadyRunning(e.to_string()),
         OwnershipError::Other(e) => RunError::Fatal(e),
     })?;
@@ -88,7 +94,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 })
                 .ok();
         }
-        let listener = UnixTransport::bind(ownership)?;
+        let listener = match passed {
+            Some((l, _)) => UnixTransport::adopt(l, ownership)?,
+            None => UnixTransport::bind(ownership)?,
+        };
         server::run(listener, env, &config).await
     });
     rt.shutdown_timeout(std::time::Duration::from_millis(50));

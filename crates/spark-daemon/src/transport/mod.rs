@@ -2,7 +2,8 @@
 //! says about the peer. The connection layer is generic over it; everything platform-specific about where
 //! clients connect lives in one file per transport.
 //!
-//! - [`unix`]: a Unix domain socket guarded by a lock file, peers checked by uid (`SO_PEERCRED`).
+//! - [`unix`]: a Unix domain socket guarded by a lock file, peers checked by uid (`SO_PEERCRED`);
+//!   [`activation`]: the same socket when a service manager created it and passed it (`LISTEN_FDS`).
 //!
 //! A Windows named-pipe transport is the next one (its own issue); it implements [`Listener`] the same way.
 
@@ -14,6 +15,9 @@ use crate::registry::Peer;
 
 #[cfg(unix)]
 pub mod unix;
+
+#[cfg(unix)]
+pub mod activation;
 
 /// One accepted connection.
 pub struct Accepted<R, W> {
