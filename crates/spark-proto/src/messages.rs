@@ -54,6 +54,7 @@ const PARTS: &[&[MessageInfo]] = &[
     crate::cache::MESSAGES,
     crate::watch::MESSAGES,
     crate::compile::MESSAGES,
+    crate::operator::MESSAGES,
 ];
 
 const COUNT: usize = {
