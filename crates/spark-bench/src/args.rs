@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup, watch
-    /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup, compile
+    /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup, compile, team
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     pub only: Option<Vec<String>>,
     /// Only these value sizes in the kv group, in bytes (comma-separated)

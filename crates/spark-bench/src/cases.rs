@@ -29,6 +29,7 @@ pub struct Results {
     /// Why the watch group was skipped.
     pub watch_note: Option<String>,
     pub compile: Option<crate::compile::CompileBench>,
+    pub team: Option<crate::team::TeamBench>,
 }
 
 pub struct RssReading {

@@ -145,6 +145,8 @@ pub struct Config {
     pub watch: crate::services::watch::WatchConfig,
     /// The Compile service's pool, timeout, backends and limits.
     pub compile: CompileConfig,
+    /// Namespaces' upstreams (the team tier), from the config file ([`Config::with_file`]).
+    pub team: Vec<crate::team::TeamConfig>,
 }
 
 impl Config {
@@ -197,7 +199,21 @@ impl Config {
                 glslang: a.glslang.clone(),
                 max_input: a.compile_max_input_kb.saturating_mul(1024),
             },
+            team: Vec::new(),
         })
+    }
+
+    /// Adds what only the config file sets: each namespace's upstream.
+    pub fn with_file(mut self, file: Option<&file::LoadedFile>) -> anyhow::Result<Config> {
+        let Some(f) = file else { return Ok(self) };
+        for (name, ns) in &f.config.namespaces {
+            if let Some(u) = &ns.upstream {
+                let t = crate::team::TeamConfig::from_file(name.get_ref(), u)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", f.path.display()))?;
+                self.team.push(t);
+            }
+        }
+        Ok(self)
     }
 
     /// The configuration of namespace `name`.

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod server;
 pub mod services;
 pub mod state;
+pub mod team;
 pub mod transport;
 
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 })
                 .ok();
         }
+        team::attach(&namespaces, &config.team);
         let listener = match passed {
             Some((l, _)) => UnixTransport::adopt(l, ownership)?,
             None => UnixTransport::bind(ownership)?,

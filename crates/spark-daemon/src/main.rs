@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     };
     let args = &resolved.args;
     init_logging(args.log_level.as_deref());
-    let config = match Config::from_args(args) {
+    let config = match Config::from_args(args).and_then(|c| c.with_file(resolved.file.as_ref())) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e:#}");
