@@ -439,9 +439,12 @@ impl Resolved {
             });
             if let Some((u, src)) = up {
                 let policy = u.policy.as_deref().unwrap_or("read-write");
-                let t = u.timeout_ms.unwrap_or(200);
+                let t = u
+                    .timeout_ms
+                    .unwrap_or(crate::team::config::DEFAULT_TIMEOUT.as_millis() as u64);
+                let q = u.queue.unwrap_or(crate::team::config::DEFAULT_QUEUE as u64);
                 let v = format!(
-                    "{{ url = {}, policy = {}, timeout_ms = {t} }}",
+                    "{{ url = {}, policy = {}, timeout_ms = {t}, queue = {q} }}",
                     quote(&u.url),
                     quote(policy)
                 );
