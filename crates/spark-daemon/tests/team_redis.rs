@@ -176,6 +176,13 @@ fn two_daemons_share_blobs_through_redis() {
     assert_eq!(counter(&cb, "uploads"), 0);
     assert!(cb.shader().get(&key(2)).unwrap().is_none());
     assert_eq!(counter(&cb, "upstream_misses"), 1);
+    // A streamed put (what `sparkctl shader put` and large blobs use) is uploaded too.
+    let big = vec![9u8; 3 << 20];
+    ca.shader()
+        .put_from_reader(&key(3), &mut &big[..], big.len() as u64)
+        .unwrap();
+    uploaded(&ca, 2);
+    assert_eq!(cb.shader().get(&key(3)).unwrap().as_deref(), Some(&big[..]));
 }
 
 #[test]
@@ -241,13 +248,13 @@ fn with_redis_dead_the_daemon_stays_local_and_comes_back_when_redis_does() {
     wait("the breaker to close", || {
         counter(&c, "upstream_breaker_open") == 0
     });
+    // Puts queued while Redis was down may still be uploading; this one follows them.
     c.shader().put(&key(11), b"after").unwrap();
-    uploaded(&c, 2);
     let b = daemon(&redis.config(""));
-    assert_eq!(
-        b.client().shader().get(&key(11)).unwrap().as_deref(),
-        Some(&b"after"[..])
-    );
+    let cb = b.client();
+    wait("the put after the outage to reach another daemon", || {
+        cb.shader().get(&key(11)).unwrap().as_deref() == Some(&b"after"[..])
+    });
 }
 
 #[test]

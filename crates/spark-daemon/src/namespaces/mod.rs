@@ -227,6 +227,20 @@ impl Namespace {
         Ok(kept)
     }
 
+    /// Whether a streamed put of `total_len` bytes should keep a copy for the upstream: the tier writes,
+    /// and the blob is small enough to hold in memory once more while it is queued.
+    pub fn uploads_stream(&self, total_len: u64) -> bool {
+        const MAX_STREAMED_UPLOAD: u64 = 64 << 20;
+        self.team.get().is_some_and(|t| t.writes()) && total_len <= MAX_STREAMED_UPLOAD
+    }
+
+    /// Queues the upload of a blob stored by a streamed put (a no-op without a writing upstream).
+    pub fn upload(&self, key: &[u8], body: &Bytes) {
+        if let Some(t) = self.team.get() {
+            t.enqueue(key, body);
+        }
+    }
+
     /// Stores a blob in this daemon's own store only.
     pub async fn put_local(&self, key: Vec<u8>, data: Bytes) -> Result<bool, NsError> {
         self.check_key(&key)?;
