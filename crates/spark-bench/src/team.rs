@@ -230,24 +230,20 @@ fn dead_upstream(cx: &Ctx, dir: &Path) -> Result<DeadResult> {
     let size = 4 * KIB;
     let ks = keys(size + 1, if cx.a.smoke { 64 } else { 4096 });
     let n_miss = if cx.a.smoke { 20 } else { 400 };
-    let mut hit_reps = (Vec::new(), Vec::new());
-    let mut miss = (Vec::new(), Vec::new());
-    for (dead, cfg) in [(false, None), (true, Some(dead_cfg.as_path()))] {
-        let d = start_with(&cx.spec, cfg)?;
+    // Both daemons up at once, repetitions alternating, so load drift on a shared machine hits both alike.
+    let none = start_with(&cx.spec, None)?;
+    let dead = start_with(&cx.spec, Some(&dead_cfg))?;
+    for d in [&none, &dead] {
         let c = d.client()?;
         for (i, k) in ks.iter().enumerate() {
             c.shader().put(k, &value(size, i as u64))?;
         }
-        let m = misses(&d, n_miss)?;
-        for _ in 0..cx.counts.reps {
-            let r = get_each_once(&d, &ks, size)?;
-            if dead {
-                hit_reps.1.push(r)
-            } else {
-                hit_reps.0.push(r)
-            }
-        }
-        if dead { miss.1 = m } else { miss.0 = m }
+    }
+    let miss = (misses(&none, n_miss)?, misses(&dead, n_miss)?);
+    let mut hit_reps = (Vec::new(), Vec::new());
+    for _ in 0..cx.counts.reps {
+        hit_reps.0.push(get_each_once(&none, &ks, size)?);
+        hit_reps.1.push(get_each_once(&dead, &ks, size)?);
     }
     Ok((
         mk(
