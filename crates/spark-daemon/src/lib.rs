@@ -10,7 +10,8 @@
 //! - [`namespaces`]: the named stores every front end uses, with single-flight fills;
 //! - [`services`]: one folder per service (`control`, `shader`, `asset`, `watch`);
 //! - [`services`]: one folder per service (`control`, `shader`, `asset`, `compile`);
-//! - [`state`]: what every connection shares; [`platform`]: process liveness and signals.
+//! - [`state`]: what every connection shares; [`platform`]: process liveness and signals;
+//! - [`team`]: a namespace's upstream (Redis, S3) with read-through, write-behind and a circuit breaker.
 
 pub mod config;
 pub mod conn;
