@@ -559,6 +559,12 @@ _COMPILE_MESSAGES: Dict[int, Type[Message]] = {
     c.TYPE: c for c in (CompileRequest, CompileAccepted, CompileResult, CompileStatsRequest, CompileStats)
 }
 
+# The operator's Control messages (verify, trim) live in their own module too.
+from .operator_messages import *  # noqa: E402,F401,F403
+from .operator_messages import OPERATOR_MESSAGES  # noqa: E402
+
+_CONTROL_MESSAGES.update({c.TYPE: c for c in OPERATOR_MESSAGES})
+
 _BY_SERVICE: Dict[int, Dict[int, Type[Message]]] = {
     SERVICE_COMPILE: _COMPILE_MESSAGES,
     SERVICE_CONTROL: _CONTROL_MESSAGES,

@@ -148,6 +148,17 @@ BUILD = {
     "Namespaces": (p.Namespaces, lambda f: p.Namespaces()),
     "NamespacesResponse": (p.NamespacesResponse, namespaces_response),
     "EventsLost": (p.EventsLost, lambda f: p.EventsLost(f["dropped"])),
+    "Verify": (p.Verify, lambda f: p.Verify(f["namespace"])),
+    "VerifyResponse": (
+        p.VerifyResponse,
+        lambda f: p.VerifyResponse(f["checked"], f["bytes"], f["corrupt"], f["memory_only"]),
+    ),
+    "VerifyProgress": (
+        p.VerifyProgress,
+        lambda f: p.VerifyProgress(f["namespace"], f["checked"], f["total"], f["corrupt"]),
+    ),
+    "Trim": (p.Trim, lambda f: p.Trim(f["namespace"], f["target_bytes"])),
+    "TrimResponse": (p.TrimResponse, lambda f: p.TrimResponse(f["evicted"], f["bytes_before"], f["bytes_after"])),
     "DeclareDeps": (p.DeclareDeps, lambda f: p.DeclareDeps(f["path"], f["platform"], f["deps"])),
     "DeclareDepsResponse": (p.DeclareDepsResponse, lambda f: p.DeclareDepsResponse(f["watched"])),
     "SubscribeInvalidations": (p.SubscribeInvalidations, lambda f: p.SubscribeInvalidations()),

@@ -39,7 +39,7 @@ pub struct Args {
     /// JSON output [default: WORK_DIR/spark-bench.json, or spark-bench-smoke.json]
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-    /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup, watch, compile, collab
+    /// Only these groups (comma-separated): floor, ping, kv, big, fill, startup, watch, compile, collab, team
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     pub only: Option<Vec<String>>,
     /// Only these value sizes in the kv group, in bytes (comma-separated)

@@ -30,6 +30,7 @@ pub struct Results {
     pub watch_note: Option<String>,
     pub compile: Option<crate::compile::CompileBench>,
     pub collab: Option<crate::collab::CollabBench>,
+    pub team: Option<crate::team::TeamBench>,
 }
 
 pub struct RssReading {

@@ -67,6 +67,7 @@ pub fn json_report(
         "watch_note": res.watch_note,
         "compile": res.compile.as_ref().map(crate::compile::json),
         "collab": res.collab.as_ref().map(crate::collab::json),
+        "team": res.team.as_ref().map(crate::team::json),
         "targets": targets.iter().map(|t| json!({
             "name": t.name, "measured": t.measured, "goal": t.goal,
             "at_least": t.at_least, "unit": t.unit.trim(), "result": t.verdict(), "note": t.note,

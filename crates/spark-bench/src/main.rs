@@ -19,6 +19,7 @@ mod report;
 mod startup;
 mod stats;
 mod targets;
+mod team;
 mod watch;
 
 use std::path::PathBuf;
@@ -78,6 +79,12 @@ fn run(a: &Args) -> Result<()> {
     groups::ping_and_kv(&cx, redis.as_ref(), &mut res)?;
     groups::big(&cx, redis.as_ref(), &mut res)?;
     res.collab = collab::run(&cx, redis.as_ref())?;
+    if a.wants("team") {
+        match redis.as_ref() {
+            Some(r) => res.team = Some(team::run(&cx, r)?),
+            None => eprintln!("!!! spark-bench: the team group is SKIPPED: it needs redis-server"),
+        }
+    }
     // Redis has nothing left to do; it should not hold memory or CPU while the fill and start-up cases run.
     drop(redis);
     groups::fill(&cx, &mut res)?;

@@ -76,6 +76,9 @@ pub fn print_report(a: &Args, counts: &Counts, res: &Results, targets: &[Target]
     if let Some(c) = &res.collab {
         crate::collab::print(c);
     }
+    if let Some(t) = &res.team {
+        crate::team::print(t);
+    }
     target_table(targets);
 }
 

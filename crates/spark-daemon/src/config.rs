@@ -9,6 +9,9 @@ use clap::Parser;
 use spark_store::{Durability, StoreConfig};
 
 use crate::namespaces::{NamespaceConfig, decl};
+
+pub mod file;
+pub mod layers;
 use crate::services::compile::{CompileConfig, default_jobs};
 
 const MB: u64 = 1024 * 1024;
@@ -129,6 +132,15 @@ pub struct Args {
     pub log_level: Option<String>,
     #[command(flatten)]
     pub collab: crate::services::collab::CollabArgs,
+
+    /// Config file [default: $XDG_CONFIG_HOME/spark/sparkd.toml when it exists]; flags and SPARKD_* variables
+    /// override it. See docs/sparkd.example.toml
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print every effective setting and where it came from (flag, environment, file:line, default), then exit
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// Everything the server needs, resolved from flags and environment.
@@ -149,6 +161,8 @@ pub struct Config {
     pub http: Option<crate::http::HttpConfig>,
     /// The Collab service's queues, feed and NATS bridge.
     pub collab: crate::services::collab::CollabConfig,
+    /// Namespaces' upstreams (the team tier), from the config file ([`Config::with_file`]).
+    pub team: Vec<crate::team::TeamConfig>,
 }
 
 impl Config {
@@ -207,7 +221,21 @@ impl Config {
                 .map(|h| crate::http::HttpConfig::parse(h, a.http_allow_remote))
                 .transpose()?,
             collab: crate::services::collab::CollabConfig::from_args(&a.collab),
+            team: Vec::new(),
         })
+    }
+
+    /// Adds what only the config file sets: each namespace's upstream.
+    pub fn with_file(mut self, file: Option<&file::LoadedFile>) -> anyhow::Result<Config> {
+        let Some(f) = file else { return Ok(self) };
+        for (name, ns) in &f.config.namespaces {
+            if let Some(u) = &ns.upstream {
+                let t = crate::team::TeamConfig::from_file(name.get_ref(), u)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", f.path.display()))?;
+                self.team.push(t);
+            }
+        }
+        Ok(self)
     }
 
     /// The configuration of namespace `name`.

@@ -10,7 +10,8 @@
 //! - [`namespaces`]: the named stores every front end uses, with single-flight fills;
 //! - [`services`]: one folder per service (`control`, `shader`, `asset`, `watch`);
 //! - [`services`]: one folder per service (`control`, `shader`, `asset`, `compile`);
-//! - [`state`]: what every connection shares; [`platform`]: process liveness and signals.
+//! - [`state`]: what every connection shares; [`platform`]: process liveness and signals;
+//! - [`team`]: a namespace's upstream (Redis, S3) with read-through, write-behind and a circuit breaker.
 
 pub mod config;
 pub mod conn;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod server;
 pub mod services;
 pub mod state;
+pub mod team;
 pub mod transport;
 
 use std::sync::Arc;
@@ -64,10 +66,22 @@ pub fn build_registry(namespaces: &Arc<Namespaces>, config: &Config) -> registry
 #[cfg(any(unix, windows))]
 pub fn run(config: Config) -> Result<(), RunError> {
     #[cfg(unix)]
-    use transport::unix::{OwnershipError, UnixTransport as PlatformTransport, take_socket};
+    use transport::unix::{
+        OwnershipError, UnixTransport as PlatformTransport, adopt_socket, take_socket,
+    };
     #[cfg(windows)]
     use transport::windows::{OwnershipError, PipeTransport as PlatformTransport, take_socket};
-    let ownership = take_socket(&config.socket, config.default_socket).map_err(|e| match e {
+    // First, while this is the only thread: it edits the environment (LISTEN_FDS).
+    #[cfg(unix)]
+    let passed = transport::activation::passed_listener().map_err(RunError::Fatal)?;
+    #[cfg(unix)]
+    let ownership = match &passed {
+        Some((_, path)) => adopt_socket(path),
+        None => take_socket(&config.socket, config.default_socket),
+    };
+    #[cfg(windows)]
+    let ownership = take_socket(&config.socket, config.default_socket);
+    let ownership = ownership.map_err(|e| match e {
         OwnershipError::Other(e) => RunError::Fatal(e),
         e => RunError::AlreadyRunning(e.to_string()),
     })?;
@@ -103,6 +117,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 .map_err(RunError::Fatal)?
                 .spawn();
         }
+        team::attach(&namespaces, &config.team);
+        #[cfg(unix)]
+        let listener = match passed {
+            Some((l, _)) => PlatformTransport::adopt(l, ownership).map_err(bind_error)?,
+            None => PlatformTransport::bind(ownership).map_err(bind_error)?,
+        };
+        #[cfg(windows)]
         let listener = PlatformTransport::bind(ownership).map_err(bind_error)?;
         server::run(listener, env, &config)
             .await

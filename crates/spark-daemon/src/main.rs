@@ -1,18 +1,30 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use spark_daemon::{Args, Config, RunError};
+use spark_daemon::config::layers::{self, ResolveError};
+use spark_daemon::{Config, RunError};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let resolved = match layers::resolve(std::env::args_os().collect()) {
+        Ok(r) => r,
+        Err(ResolveError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("sparkd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = &resolved.args;
     init_logging(args.log_level.as_deref());
-    let config = match Config::from_args(&args) {
+    let config = match Config::from_args(args).and_then(|c| c.with_file(resolved.file.as_ref())) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e:#}");
             return ExitCode::from(1);
         }
     };
+    if args.print_config {
+        print!("{}", resolved.report(&config));
+        return ExitCode::SUCCESS;
+    }
     match spark_daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ RunError::AlreadyRunning(_)) => {

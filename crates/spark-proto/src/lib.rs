@@ -32,6 +32,7 @@ pub mod control;
 pub mod error;
 pub mod frame;
 pub mod messages;
+pub mod operator;
 pub mod watch;
 
 pub use error::{ErrorCode, ErrorResponse, ProtoError};

@@ -55,6 +55,7 @@ const PARTS: &[&[MessageInfo]] = &[
     crate::watch::MESSAGES,
     crate::compile::MESSAGES,
     crate::collab::MESSAGES,
+    crate::operator::MESSAGES,
 ];
 
 const COUNT: usize = {

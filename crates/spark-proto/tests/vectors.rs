@@ -14,6 +14,7 @@ use spark_proto::compile::{
 };
 use spark_proto::control::*;
 use spark_proto::messages::{self, MessageInfo};
+use spark_proto::operator as op;
 use spark_proto::watch::{self as w, Change, ChangeKind};
 use spark_proto::{ErrorResponse, Frame, Message, ProtoError, service};
 
@@ -455,6 +456,30 @@ fn build(message: &str, f: &Value) -> Bytes {
             p99_us: u(f, "p99_us"),
             max_us: u(f, "max_us"),
         }),
+        "Verify" => enc(&op::Verify {
+            namespace: s(f, "namespace"),
+        }),
+        "VerifyResponse" => enc(&op::VerifyResponse {
+            checked: u(f, "checked"),
+            bytes: u(f, "bytes"),
+            corrupt: u(f, "corrupt"),
+            memory_only: u(f, "memory_only"),
+        }),
+        "VerifyProgress" => enc(&op::VerifyProgress {
+            namespace: s(f, "namespace"),
+            checked: u(f, "checked"),
+            total: u(f, "total"),
+            corrupt: u(f, "corrupt"),
+        }),
+        "Trim" => enc(&op::Trim {
+            namespace: s(f, "namespace"),
+            target_bytes: u(f, "target_bytes"),
+        }),
+        "TrimResponse" => enc(&op::TrimResponse {
+            evicted: u(f, "evicted"),
+            bytes_before: u(f, "bytes_before"),
+            bytes_after: u(f, "bytes_after"),
+        }),
         other => collab::build(other, f)
             .unwrap_or_else(|| panic!("vector names unknown message {other}")),
     }
@@ -467,6 +492,11 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
     }
     match message {
         "Ping" => rt::<Ping>(p),
+        "Verify" => rt::<op::Verify>(p),
+        "VerifyResponse" => rt::<op::VerifyResponse>(p),
+        "VerifyProgress" => rt::<op::VerifyProgress>(p),
+        "Trim" => rt::<op::Trim>(p),
+        "TrimResponse" => rt::<op::TrimResponse>(p),
         "Pong" => rt::<Pong>(p),
         "Version" => rt::<Version>(p),
         "VersionResponse" => rt::<VersionResponse>(p),

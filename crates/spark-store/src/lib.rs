@@ -24,6 +24,7 @@
 //! | `store` | the [`Store`] API and the write path: put, remove, clear, blob ids, index compaction |
 //! | `group` | group commit of small puts (one pack write and one index append per batch), pack compaction |
 //! | `index` | the sharded key → entry map and the entry (size, location, checksum, tick, hot copy) |
+//! | `operator` | operators' whole-store work: verify every checksum now, trim to a size now |
 //! | `lru` | both tiers' exact LRU: ticks, victim queues, eviction, promotion into memory |
 //! | `stream` | the cold read path, the verifying [`BlobReader`], the streamed [`PutWriter`] |
 //! | `recovery` | open and replay, recovery before serving, trimming at start, the sweep and adoption |
@@ -53,6 +54,7 @@ mod group;
 mod index;
 mod index_log;
 mod lru;
+mod operator;
 mod platform;
 mod queue;
 mod recovery;
@@ -61,6 +63,7 @@ mod store;
 mod stream;
 
 pub use queue::PutDone;
+pub use operator::{TrimReport, VerifyReport};
 pub use stats::StoreStats;
 pub use store::{ColdEntry, Lookup, OpenReport, Store, SweepReport};
 pub use stream::{BlobReader, ColdRead, PutWriter};

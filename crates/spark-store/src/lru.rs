@@ -90,7 +90,7 @@ impl Store {
         freed
     }
 
-    fn evict(&self, w: &mut Writer, key: &[u8], e: &Arc<Entry>) {
+    pub(crate) fn evict(&self, w: &mut Writer, key: &[u8], e: &Arc<Entry>) {
         if self.remove_locked(w, key, Some(e)) {
             self.inner
                 .counters
@@ -127,7 +127,11 @@ impl Store {
     /// Pops the least recently used entry from a victim queue, refilling the queue by a scan when it runs
     /// dry. Exact LRU: the queue holds the oldest entries at scan time in tick order; anything touched or
     /// created since has a newer tick than all of them, and a touched entry is skipped when it comes up.
-    fn pop_victim(&self, q: &mut VictimQueue, hot_only: bool) -> Option<(Box<[u8]>, Arc<Entry>)> {
+    pub(crate) fn pop_victim(
+        &self,
+        q: &mut VictimQueue,
+        hot_only: bool,
+    ) -> Option<(Box<[u8]>, Arc<Entry>)> {
         let mut refilled = false;
         loop {
             if q.is_empty() {

@@ -80,6 +80,8 @@ impl Daemon {
             c.arg("--cache-root").arg(&self.cache_root);
         }
         c.args(["--log-level", "warn"]).args(&self.extra);
+        // The developer's own sparkd.toml must not change what a test daemon does.
+        c.env("XDG_CONFIG_HOME", self.dir.path());
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.stdin(Stdio::null());
         c

@@ -48,6 +48,27 @@ pub enum Cmd {
     /// Collaboration sessions: members, locks, publish, live subscribe, activity, force-unlock
     #[command(subcommand)]
     Collab(crate::collab::CollabCmd),
+    /// Read every entry of a namespace (all by default), check every checksum, drop the corrupt ones
+    Verify {
+        /// The namespace (shader, asset, compile, …) [default: every namespace]
+        namespace: Option<String>,
+    },
+    /// Evict least recently used entries of a namespace now, down to a size
+    Trim {
+        namespace: String,
+        /// The size to trim to: bytes, or with a unit: 512M, 10G
+        #[arg(long, value_name = "SIZE")]
+        to: String,
+    },
+    /// Live view: per-namespace hit rate, ops/s, entries and bytes, the daemon's clients
+    Top {
+        /// Redraw interval in milliseconds
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many redraws (0 = until interrupted)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        iterations: u64,
+    },
 }
 
 #[derive(clap::Args)]

@@ -30,7 +30,9 @@ mod cache;
 mod collab;
 mod compile;
 mod control;
+mod operator;
 mod output;
+mod top;
 mod watch;
 
 use std::process::ExitCode;
@@ -49,6 +51,8 @@ pub enum Failure {
     Local(String),
     /// Diagnostics were printed already.
     CompileFailed,
+    /// A bad argument found after parsing (a size that does not parse): exit 64.
+    Usage(String),
 }
 
 impl From<Error> for Failure {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Err(Failure::Unreachable(m)) => (2, m),
         Err(Failure::Local(m)) => (4, m),
         Err(Failure::CompileFailed) => return ExitCode::from(5),
+        Err(Failure::Usage(m)) => (64, m),
     };
     eprintln!("sparkctl: {msg}");
     ExitCode::from(code)
@@ -109,6 +114,16 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Compile(a) => compile::run(&client, a, cli.json),
         Cmd::CompileStats => compile::stats(&client, cli.json),
         Cmd::Collab(c) => collab::run(&client, c, cli.json),
+        Cmd::Verify { namespace } => operator::verify(&client, namespace.as_deref(), cli.json),
+        Cmd::Trim { namespace, to } => operator::trim(&client, namespace, to, cli.json),
+        Cmd::Top {
+            interval_ms,
+            iterations,
+        } => top::run(
+            &client,
+            std::time::Duration::from_millis((*interval_ms).max(50)),
+            *iterations,
+        ),
     }
 }
 

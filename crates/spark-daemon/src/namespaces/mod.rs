@@ -65,6 +65,8 @@ pub struct Namespace {
     store: Store,
     flights: Arc<SingleFlight>,
     extra: std::sync::OnceLock<ExtraCounters>,
+    /// The team tier's upstream, when the config gives this namespace one.
+    team: std::sync::OnceLock<Arc<crate::team::TeamTier>>,
 }
 
 impl Namespace {
@@ -74,7 +76,13 @@ impl Namespace {
             store,
             flights: Arc::default(),
             extra: std::sync::OnceLock::new(),
+            team: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives this namespace an upstream (see [`crate::team`]). Set once; a second call is ignored.
+    pub fn set_team(&self, t: Arc<crate::team::TeamTier>) {
+        let _ = self.team.set(t);
     }
 
     /// Lets the service that owns this namespace add its own counters to the namespace's listing (the Compile
@@ -88,6 +96,9 @@ impl Namespace {
         let mut c = self.stats().counters();
         if let Some(f) = self.extra.get() {
             c.extend(f());
+        }
+        if let Some(t) = self.team.get() {
+            c.extend(t.counters());
         }
         c
     }
@@ -131,8 +142,46 @@ impl Namespace {
             .map_err(NsError::Store)
     }
 
-    /// The blob under `key`. Counts a hit or a miss.
+    /// The blob under `key`, from the upstream on a local miss when there is one. Counts a hit or a miss.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Blob>, NsError> {
+        let local = self.get_local(key).await?;
+        if local.is_some() {
+            return Ok(local);
+        }
+        match self.team.get() {
+            Some(t) if t.reads() => Ok(self.read_through(key, t).await.map(Blob::Bytes)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A local miss asks the upstream: one fetch per key however many callers miss it at once (they share
+    /// the leader's result through the namespace's single-flight), stored locally when it verifies. Any
+    /// failure is a miss: the upstream makes the cache faster, never broken.
+    async fn read_through(&self, key: &[u8], t: &crate::team::TeamTier) -> Option<Bytes> {
+        match self.flights.join(key) {
+            Role::Follower(rx) => single_flight::follow(rx).await.and_then(Result::ok),
+            Role::Leader(leader) => {
+                let r = match t.fetch(key).await {
+                    Ok(b) => {
+                        // Stored locally but not queued for upload: it came from there.
+                        if let Err(e) = self.put_local(key.to_vec(), b.clone()).await {
+                            tracing::warn!(
+                                namespace = self.name(),
+                                "cannot keep an upstream blob: {e}"
+                            );
+                        }
+                        Ok(b)
+                    }
+                    Err(e) => Err(Arc::new(anyhow::Error::from(e))),
+                };
+                leader.finish(r.clone());
+                r.ok()
+            }
+        }
+    }
+
+    /// The blob under `key` in this daemon's own store. Counts a hit or a miss.
+    pub async fn get_local(&self, key: &[u8]) -> Result<Option<Blob>, NsError> {
         self.check_key(key)?;
         match self.store.lookup(key) {
             Lookup::Hit(b) => Ok(Some(Blob::Bytes(b))),
@@ -166,8 +215,34 @@ impl Namespace {
         }
     }
 
-    /// Stores a blob; returns whether it was kept (false: larger than every budget allows).
+    /// Stores a blob; returns whether it was kept (false: larger than every budget allows). With a
+    /// read-write upstream, the upload is queued after the local write (never waited for).
     pub async fn put(&self, key: Vec<u8>, data: Bytes) -> Result<bool, NsError> {
+        let team = self.team.get().filter(|t| t.writes());
+        let upload = team.map(|t| (t, key.clone(), data.clone()));
+        let kept = self.put_local(key, data).await?;
+        if let Some((t, key, data)) = upload {
+            t.enqueue(&key, &data);
+        }
+        Ok(kept)
+    }
+
+    /// Whether a streamed put of `total_len` bytes should keep a copy for the upstream: the tier writes,
+    /// and the blob is small enough to hold in memory once more while it is queued.
+    pub fn uploads_stream(&self, total_len: u64) -> bool {
+        const MAX_STREAMED_UPLOAD: u64 = 64 << 20;
+        self.team.get().is_some_and(|t| t.writes()) && total_len <= MAX_STREAMED_UPLOAD
+    }
+
+    /// Queues the upload of a blob stored by a streamed put (a no-op without a writing upstream).
+    pub fn upload(&self, key: &[u8], body: &Bytes) {
+        if let Some(t) = self.team.get() {
+            t.enqueue(key, body);
+        }
+    }
+
+    /// Stores a blob in this daemon's own store only.
+    pub async fn put_local(&self, key: Vec<u8>, data: Bytes) -> Result<bool, NsError> {
         self.check_key(&key)?;
         if self.store.config().dir.is_none() {
             return Ok(self.store.put(&key, data)?);

@@ -112,10 +112,18 @@ impl<K: CacheKey> BlobCache<K> {
             received: 0,
             writer: None,
             failure: None,
+            upload: None,
         };
         match p.key.store_key() {
-            Ok(key) => match self.ns.begin_put(key, p.total_len).await {
-                Ok(w) => put.writer = Some(w),
+            Ok(key) => match self.ns.begin_put(key.clone(), p.total_len).await {
+                Ok(w) => {
+                    put.writer = Some(w);
+                    // A copy for the team tier's upload, when it takes one this size.
+                    put.upload = self
+                        .ns
+                        .uploads_stream(p.total_len)
+                        .then(|| (key, BytesMut::with_capacity(p.total_len as usize)));
+                }
                 Err(e) => put.failure = Some(ns_error(e)),
             },
             Err(e) => put.failure = Some(e),
@@ -164,6 +172,8 @@ struct StreamedPut {
     writer: Option<PutWriter>,
     /// The first failure; the stream is still taken to its end, then this is the answer.
     failure: Option<HandlerError>,
+    /// The key and a copy of the body for the team tier's write-behind (see `Namespace::uploads_stream`).
+    upload: Option<(Vec<u8>, BytesMut)>,
 }
 
 impl StreamedPut {
@@ -174,6 +184,9 @@ impl StreamedPut {
                 ErrorCode::StreamMismatch,
                 format!("stream sent more than its announced {} bytes", self.total),
             ));
+        }
+        if let Some((_, copy)) = &mut self.upload {
+            copy.extend_from_slice(&chunk);
         }
         if let Some(mut w) = self.writer.take() {
             match ns
@@ -204,6 +217,9 @@ impl StreamedPut {
             .blocking(move |_| w.commit(sum))
             .await
             .map_err(ns_error)?;
+        if let (true, Some((key, copy))) = (stored, self.upload.take()) {
+            ns.upload(&key, &copy.freeze());
+        }
         Ok(Reply::msg(PutResponse { stored }))
     }
 }

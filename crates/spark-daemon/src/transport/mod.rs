@@ -2,7 +2,8 @@
 //! says about the peer. The connection layer is generic over it; everything platform-specific about where
 //! clients connect lives in one file per transport.
 //!
-//! - [`unix`]: a Unix domain socket guarded by a lock file, peers checked by uid (`SO_PEERCRED`).
+//! - [`unix`]: a Unix domain socket guarded by a lock file, peers checked by uid (`SO_PEERCRED`);
+//!   `activation`: the same socket when a service manager created it and passed it (`LISTEN_FDS`).
 //! - `windows`: a named pipe with an owner-only security descriptor, guarded by a `LockFileEx` lock, peers
 //!   checked by user SID.
 
@@ -16,6 +17,9 @@ use crate::registry::Peer;
 pub mod unix;
 #[cfg(windows)]
 pub mod windows;
+
+#[cfg(unix)]
+pub mod activation;
 
 /// One accepted connection.
 pub struct Accepted<R, W> {

@@ -17,6 +17,8 @@ use crate::registry::Peer;
 pub struct SocketOwnership {
     pub path: PathBuf,
     _lock: File,
+    /// False for a socket a service manager created and passed: its file is not ours to remove.
+    owns_file: bool,
 }
 
 /// Why this daemon cannot own the socket path.
@@ -42,24 +44,7 @@ pub fn take_socket(path: &Path, is_default: bool) -> Result<SocketOwnership, Own
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     prepare_dir(dir, is_default)?;
-    let lock_path = lock_path(path);
-    let lock = std::fs::OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
-    if let Err(e) = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        if e == rustix::io::Errno::WOULDBLOCK {
-            return Err(OwnershipError::AlreadyRunning {
-                path: path.to_owned(),
-                lock: lock_path,
-            });
-        }
-        return Err(anyhow::anyhow!("cannot lock {}: {e}", lock_path.display()).into());
-    }
+    let lock = take_lock(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             info!(
@@ -82,7 +67,41 @@ pub fn take_socket(path: &Path, is_default: bool) -> Result<SocketOwnership, Own
     Ok(SocketOwnership {
         path: path.to_owned(),
         _lock: lock,
+        owns_file: true,
     })
+}
+
+/// Ownership of a socket a service manager passed: the same lock (so a daemon started by hand next to the
+/// activated one refuses to start), but the file stays the manager's.
+pub fn adopt_socket(path: &Path) -> Result<SocketOwnership, OwnershipError> {
+    Ok(SocketOwnership {
+        path: path.to_owned(),
+        _lock: take_lock(path)?,
+        owns_file: false,
+    })
+}
+
+/// Takes `<socket>.lock` (`flock`, held for the daemon's lifetime).
+fn take_lock(path: &Path) -> Result<File, OwnershipError> {
+    let lock_path = lock_path(path);
+    let lock = std::fs::OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+    if let Err(e) = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            return Err(OwnershipError::AlreadyRunning {
+                path: path.to_owned(),
+                lock: lock_path,
+            });
+        }
+        return Err(anyhow::anyhow!("cannot lock {}: {e}", lock_path.display()).into());
+    }
+    Ok(lock)
 }
 
 pub fn lock_path(socket: &Path) -> PathBuf {
@@ -143,6 +162,19 @@ impl UnixTransport {
     }
 }
 
+impl UnixTransport {
+    /// Serves on a listening socket a service manager passed (see [`super::activation`]).
+    pub fn adopt(
+        listener: std::os::unix::net::UnixListener,
+        ownership: SocketOwnership,
+    ) -> anyhow::Result<UnixTransport> {
+        Ok(UnixTransport {
+            listener: Some(UnixListener::from_std(listener)?),
+            ownership,
+        })
+    }
+}
+
 impl Listener for UnixTransport {
     type Read = OwnedReadHalf;
     type Write = OwnedWriteHalf;
@@ -182,7 +214,10 @@ impl Listener for UnixTransport {
     }
 
     fn close(&mut self) {
-        let _ = std::fs::remove_file(&self.ownership.path);
+        // A passed socket stays: the manager keeps listening on it and starts sparkd for the next client.
+        if self.ownership.owns_file {
+            let _ = std::fs::remove_file(&self.ownership.path);
+        }
         self.listener = None;
     }
 }

@@ -261,6 +261,36 @@ pub fn table() -> Vec<(&'static str, u16, &'static str, Value)> {
             json!({"namespaces": []}),
         ),
         (
+            "control.verify",
+            c,
+            "Verify",
+            json!({"namespace": "shader"}),
+        ),
+        (
+            "control.verify_response",
+            c,
+            "VerifyResponse",
+            json!({"checked": 1200, "bytes": 5242880, "corrupt": 2, "memory_only": 0}),
+        ),
+        (
+            "control.verify_progress",
+            c,
+            "VerifyProgress",
+            json!({"namespace": "asset", "checked": 300, "total": 1200, "corrupt": 1}),
+        ),
+        (
+            "control.trim",
+            c,
+            "Trim",
+            json!({"namespace": "asset", "target_bytes": 1073741824u64}),
+        ),
+        (
+            "control.trim_response",
+            c,
+            "TrimResponse",
+            json!({"evicted": 42, "bytes_before": 2147483648u64, "bytes_after": 1073741000u64}),
+        ),
+        (
             "control.events_lost",
             c,
             "EventsLost",

@@ -1,6 +1,8 @@
 //! The Control service (`0x0001`), always registered: Hello, Ping, Version, Shutdown, Stats, sponsors and the
 //! namespace listing.
 
+mod operator;
+
 use std::sync::Arc;
 
 use spark_proto::control::*;
@@ -145,7 +147,11 @@ impl Service for ControlService {
 
     /// Shutdown and sponsor registration change the daemon's state; Hello records the client.
     fn is_write(&self, frame: &spark_proto::Frame) -> bool {
-        matches!(frame.msg_type, SHUTDOWN | REGISTER_SPONSOR | HELLO)
+        use spark_proto::operator::{TRIM, VERIFY};
+        matches!(
+            frame.msg_type,
+            SHUTDOWN | REGISTER_SPONSOR | HELLO | VERIFY | TRIM
+        )
     }
 
     fn handle(self: Arc<Self>, req: Request) -> BoxFuture<HandlerResult> {
@@ -174,6 +180,8 @@ impl Service for ControlService {
                 HELLO => self.hello(&req),
                 REGISTER_SPONSOR => self.register_sponsor(&req),
                 NAMESPACES => self.namespaces(&req),
+                spark_proto::operator::VERIFY => operator::verify(&self.namespaces, &req).await,
+                spark_proto::operator::TRIM => operator::trim(&self.namespaces, &req).await,
                 _ => Err(unknown_message(&req.frame)),
             }
         })
