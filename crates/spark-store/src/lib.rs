@@ -62,8 +62,8 @@ mod stats;
 mod store;
 mod stream;
 
-pub use queue::PutDone;
 pub use operator::{TrimReport, VerifyReport};
+pub use queue::PutDone;
 pub use stats::StoreStats;
 pub use store::{ColdEntry, Lookup, OpenReport, Store, SweepReport};
 pub use stream::{BlobReader, ColdRead, PutWriter};
