@@ -10,6 +10,9 @@ use spark_client::Client;
 use spark_proto::cache::ShaderKey;
 use spark_testkit::Daemon;
 
+mod common_http;
+use common_http::HttpDaemon;
+
 /// A redis-server child on `<dir>/redis.sock`, no TCP, no persistence; killed by PID when dropped.
 struct Redis {
     child: Option<Child>,
@@ -121,11 +124,27 @@ fn wait(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn daemon(config: &str) -> Daemon {
+fn config_file(config: &str) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     let path = dir.join("sparkd.toml");
     std::fs::write(&path, config).unwrap();
-    Daemon::start(&["--config", path.to_str().unwrap()])
+    path
+}
+
+fn daemon(config: &str) -> Daemon {
+    Daemon::start(&["--config", config_file(config).to_str().unwrap()])
+}
+
+/// The shader namespace's `upstream` object in the HTTP front's `/status`.
+fn upstream_status(h: &HttpDaemon) -> serde_json::Value {
+    let status: serde_json::Value = serde_json::from_str(&h.get_text("/status")).unwrap();
+    status["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "shader")
+        .unwrap()["upstream"]
+        .clone()
 }
 
 fn key(i: u64) -> ShaderKey {
@@ -210,8 +229,11 @@ fn with_redis_dead_the_daemon_stays_local_and_comes_back_when_redis_does() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let a = daemon(&redis.config(""));
-    let c = a.client();
+    let config = config_file(&redis.config(""));
+    let a = HttpDaemon::start(&["--config", config.to_str().unwrap()]);
+    let c = a.d.client();
+    assert_eq!(upstream_status(&a)["breaker"], "closed");
+    assert_eq!(upstream_status(&a)["policy"], "read-write");
     c.shader().put(&key(10), b"before").unwrap();
     uploaded(&c, 1);
     redis.stop();
@@ -239,6 +261,12 @@ fn with_redis_dead_the_daemon_stays_local_and_comes_back_when_redis_does() {
         times[times.len() - 1]
     );
     assert_eq!(counter(&c, "upstream_breaker_open"), 1);
+    let st = upstream_status(&a);
+    assert_eq!(
+        (&st["breaker"], &st["local_only"]),
+        (&"open".into(), &true.into()),
+        "{st}"
+    );
     assert!(counter(&c, "upstream_errors") + counter(&c, "upstream_timeouts") >= 3);
     assert!(
         counter(&c, "upstream_skipped") > 0,
@@ -248,6 +276,7 @@ fn with_redis_dead_the_daemon_stays_local_and_comes_back_when_redis_does() {
     wait("the breaker to close", || {
         counter(&c, "upstream_breaker_open") == 0
     });
+    assert_eq!(upstream_status(&a)["breaker"], "closed");
     // Puts queued while Redis was down may still be uploading; this one follows them.
     c.shader().put(&key(11), b"after").unwrap();
     let b = daemon(&redis.config(""));

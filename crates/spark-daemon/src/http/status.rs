@@ -106,6 +106,9 @@ fn namespace_json(ns: &crate::namespaces::Namespace) -> Value {
     if !extra.is_empty() {
         v["service_counters"] = Value::Object(extra);
     }
+    if let Some(t) = ns.team() {
+        v["upstream"] = t.status();
+    }
     v
 }
 

@@ -80,6 +80,11 @@ impl Namespace {
         }
     }
 
+    /// The team tier's upstream, if the config gave this namespace one.
+    pub fn team(&self) -> Option<&Arc<crate::team::TeamTier>> {
+        self.team.get()
+    }
+
     /// Gives this namespace an upstream (see [`crate::team`]). Set once; a second call is ignored.
     pub fn set_team(&self, t: Arc<crate::team::TeamTier>) {
         let _ = self.team.set(t);

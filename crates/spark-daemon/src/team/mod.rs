@@ -200,6 +200,21 @@ impl TeamTier {
         }
     }
 
+    /// The upstream's state for `/status`: its policy and whether the breaker has it running local-only.
+    pub fn status(&self) -> serde_json::Value {
+        let open = self.breaker.is_open();
+        serde_json::json!({
+            "policy": match self.policy {
+                Policy::ReadWrite => "read-write",
+                Policy::ReadOnly => "read-only",
+                Policy::Off => "off",
+            },
+            "breaker": if open { "open" } else { "closed" },
+            "local_only": open || self.policy == Policy::Off,
+            "trips": self.breaker.trips(),
+        })
+    }
+
     /// Counters for the namespace's listing (Control Namespaces, `sparkctl stats`).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = &self.counters;
