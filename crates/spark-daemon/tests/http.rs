@@ -159,7 +159,7 @@ fn services_report_their_own_levels_in_metrics() {
     assert_eq!((watch("roots"), watch("subscriptions")), (1.0, 1.0));
     // The Compile service's own counters appear under its namespace.
     assert!(
-        w.matching("sparkd_service_counter", &[("namespace", "compile")])
+        w.matching("sparkd_service_stat", &[("namespace", "compile")])
             .count()
             > 0
     );

@@ -283,7 +283,7 @@ impl Scrape {
         });
         family(
             enc,
-            "sparkd_service_counter",
+            "sparkd_service_stat",
             "A service's own counters, by the namespace it serves.",
             MetricType::Gauge,
             extra,
