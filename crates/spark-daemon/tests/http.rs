@@ -157,6 +157,24 @@ fn services_report_their_own_levels_in_metrics() {
         )
     };
     assert_eq!((watch("roots"), watch("subscriptions")), (1.0, 1.0));
+    // The Collab service's: one session with one member, one message published.
+    c.collab()
+        .join("metrics-demo", &spark_client::JoinOptions::default())
+        .unwrap();
+    c.collab()
+        .publish("metrics-demo", "selection", b"rock", false)
+        .unwrap();
+    let w = parse_prometheus(&h.get_text("/metrics")).expect("a valid exposition");
+    let collab = |counter| {
+        w.value(
+            "sparkd_service_state",
+            &[("service", "collab"), ("counter", counter)],
+        )
+    };
+    assert_eq!(
+        (collab("sessions"), collab("members"), collab("published")),
+        (1.0, 1.0, 1.0)
+    );
     // The Compile service's own counters appear under its namespace.
     assert!(
         w.matching("sparkd_service_stat", &[("namespace", "compile")])

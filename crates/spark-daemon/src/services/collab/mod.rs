@@ -407,6 +407,23 @@ impl Service for CollabService {
         })
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let (state, reconnects, errors) = bridge::stats_of(self.hub.bridge.as_deref());
+        let st = self.hub.stats(state, reconnects, errors);
+        vec![
+            ("sessions", st.sessions),
+            ("members", st.members),
+            ("subscriptions", st.subscriptions),
+            ("published", st.published),
+            ("delivered", st.delivered),
+            ("dropped", st.dropped),
+            ("locks", st.locks),
+            ("bridge_state", st.bridge),
+            ("bridge_reconnects", st.bridge_reconnects),
+            ("bridge_errors", st.bridge_errors),
+        ]
+    }
+
     fn on_disconnect(&self, conn_id: u64) {
         self.hub.disconnect(conn_id, LEFT_DISCONNECT);
     }
