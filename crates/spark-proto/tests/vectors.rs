@@ -14,12 +14,13 @@ use spark_proto::compile::{
 };
 use spark_proto::control::*;
 use spark_proto::messages::{self, MessageInfo};
-use spark_proto::operator as op;
 use spark_proto::watch::{self as w, Change, ChangeKind};
 use spark_proto::{ErrorResponse, Frame, Message, ProtoError, service};
 
 #[path = "vectors/collab.rs"]
 mod collab;
+#[path = "vectors/operator.rs"]
+mod operator;
 #[path = "vectors/table.rs"]
 mod table;
 use table::{invalid_table, table};
@@ -456,31 +457,8 @@ fn build(message: &str, f: &Value) -> Bytes {
             p99_us: u(f, "p99_us"),
             max_us: u(f, "max_us"),
         }),
-        "Verify" => enc(&op::Verify {
-            namespace: s(f, "namespace"),
-        }),
-        "VerifyResponse" => enc(&op::VerifyResponse {
-            checked: u(f, "checked"),
-            bytes: u(f, "bytes"),
-            corrupt: u(f, "corrupt"),
-            memory_only: u(f, "memory_only"),
-        }),
-        "VerifyProgress" => enc(&op::VerifyProgress {
-            namespace: s(f, "namespace"),
-            checked: u(f, "checked"),
-            total: u(f, "total"),
-            corrupt: u(f, "corrupt"),
-        }),
-        "Trim" => enc(&op::Trim {
-            namespace: s(f, "namespace"),
-            target_bytes: u(f, "target_bytes"),
-        }),
-        "TrimResponse" => enc(&op::TrimResponse {
-            evicted: u(f, "evicted"),
-            bytes_before: u(f, "bytes_before"),
-            bytes_after: u(f, "bytes_after"),
-        }),
-        other => collab::build(other, f)
+        other => operator::build(other, f)
+            .or_else(|| collab::build(other, f))
             .unwrap_or_else(|| panic!("vector names unknown message {other}")),
     }
 }
@@ -492,11 +470,6 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
     }
     match message {
         "Ping" => rt::<Ping>(p),
-        "Verify" => rt::<op::Verify>(p),
-        "VerifyResponse" => rt::<op::VerifyResponse>(p),
-        "VerifyProgress" => rt::<op::VerifyProgress>(p),
-        "Trim" => rt::<op::Trim>(p),
-        "TrimResponse" => rt::<op::TrimResponse>(p),
         "Pong" => rt::<Pong>(p),
         "Version" => rt::<Version>(p),
         "VersionResponse" => rt::<VersionResponse>(p),
@@ -556,7 +529,9 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
         "CompileResult" => rt::<CompileResult>(p),
         "CompileStatsRequest" => rt::<spark_proto::compile::Stats>(p),
         "CompileStats" => rt::<CompileStats>(p),
-        other => collab::roundtrip(other, p).unwrap_or_else(|| panic!("unknown message {other}")),
+        other => operator::roundtrip(other, p)
+            .or_else(|| collab::roundtrip(other, p))
+            .unwrap_or_else(|| panic!("unknown message {other}")),
     }
 }
 
