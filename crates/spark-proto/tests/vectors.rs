@@ -8,10 +8,6 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 use spark_proto::cache::*;
-use spark_proto::compile::{
-    Backend, Binding, BindingKind, CompileAccepted, CompileRequest, CompileResult, CompileStats,
-    Diagnostic, IncludeFile, Language, Origin, ResultStatus, Severity, Stage, Target,
-};
 use spark_proto::control::*;
 use spark_proto::messages::{self, MessageInfo};
 use spark_proto::watch::{self as w, Change, ChangeKind};
@@ -19,6 +15,8 @@ use spark_proto::{ErrorResponse, Frame, Message, ProtoError, service};
 
 #[path = "vectors/collab.rs"]
 mod collab;
+#[path = "vectors/compile.rs"]
+mod compile;
 #[path = "vectors/operator.rs"]
 mod operator;
 #[path = "vectors/table.rs"]
@@ -90,100 +88,6 @@ fn changes(f: &Value) -> Vec<Change> {
             to: c["to"].as_str().unwrap_or("").to_string(),
         })
         .collect()
-}
-
-fn compile_request(f: &Value) -> CompileRequest {
-    CompileRequest {
-        language: Language::parse(&s(f, "language")).unwrap(),
-        stage: Stage::parse(&s(f, "stage")).unwrap(),
-        target: Target::parse(&s(f, "target")).unwrap(),
-        backend: Backend::parse(&s(f, "backend")).unwrap(),
-        flags: u(f, "flags") as u8,
-        spirv_version: u(f, "spirv_version") as u16,
-        entry: s(f, "entry"),
-        include_dirs: strs(f, "include_dirs"),
-        include_map: f["include_map"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| IncludeFile {
-                path: s(m, "path"),
-                content: s(m, "content"),
-            })
-            .collect(),
-        permutations: f["permutations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_str().unwrap().to_string())
-                    .collect()
-            })
-            .collect(),
-        source: s(f, "source"),
-    }
-}
-
-fn compile_result(f: &Value) -> CompileResult {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&unhex(&s(f, "key")));
-    let status = match u(f, "status") {
-        0 => ResultStatus::Ok,
-        1 => ResultStatus::CompileError,
-        _ => ResultStatus::Failed,
-    };
-    let origin = match u(f, "origin") {
-        0 => Origin::Fresh,
-        1 => Origin::Hit,
-        _ => Origin::Joined,
-    };
-    let wg = f["workgroup_size"].as_array().unwrap();
-    CompileResult {
-        index: u(f, "index") as u16,
-        status,
-        origin,
-        key,
-        compiler: s(f, "compiler"),
-        entry: s(f, "entry"),
-        workgroup_size: [0, 1, 2].map(|i| wg[i].as_u64().unwrap() as u32),
-        bindings: f["bindings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| Binding {
-                set: u(b, "set") as u32,
-                binding: u(b, "binding") as u32,
-                kind: match u(b, "kind") {
-                    1 => BindingKind::UniformBuffer,
-                    2 => BindingKind::StorageBuffer,
-                    3 => BindingKind::SampledTexture,
-                    4 => BindingKind::StorageTexture,
-                    5 => BindingKind::Sampler,
-                    _ => BindingKind::Other,
-                },
-            })
-            .collect(),
-        diagnostics: f["diagnostics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| Diagnostic {
-                severity: match u(d, "severity") {
-                    0 => Severity::Error,
-                    1 => Severity::Warning,
-                    _ => Severity::Note,
-                },
-                file: s(d, "file"),
-                line: u(d, "line") as u32,
-                column: u(d, "column") as u32,
-                message: s(d, "message"),
-            })
-            .collect(),
-        output: b(f, "output"),
-    }
 }
 
 fn enc<M: Message>(m: &M) -> Bytes {
@@ -435,29 +339,8 @@ fn build(message: &str, f: &Value) -> Bytes {
             reason: u(f, "reason") as u8,
             message: s(f, "message"),
         }),
-        "CompileRequest" => enc(&compile_request(f)),
-        "CompileAccepted" => enc(&CompileAccepted {
-            permutations: u(f, "permutations") as u16,
-        }),
-        "CompileResult" => enc(&compile_result(f)),
-        "CompileStatsRequest" => enc(&spark_proto::compile::Stats),
-        "CompileStats" => enc(&CompileStats {
-            compiles: u(f, "compiles"),
-            hits: u(f, "hits"),
-            negative_hits: u(f, "negative_hits"),
-            joins: u(f, "joins"),
-            failures: u(f, "failures"),
-            timeouts: u(f, "timeouts"),
-            worker_crashes: u(f, "worker_crashes"),
-            queue_depth: u(f, "queue_depth"),
-            running: u(f, "running"),
-            jobs: u(f, "jobs"),
-            p50_us: u(f, "p50_us"),
-            p90_us: u(f, "p90_us"),
-            p99_us: u(f, "p99_us"),
-            max_us: u(f, "max_us"),
-        }),
-        other => operator::build(other, f)
+        other => compile::build(other, f)
+            .or_else(|| operator::build(other, f))
             .or_else(|| collab::build(other, f))
             .unwrap_or_else(|| panic!("vector names unknown message {other}")),
     }
@@ -524,12 +407,8 @@ fn roundtrip(message: &str, p: &Bytes) -> Result<(Bytes, u16), ProtoError> {
         "WatchChanges" => rt::<w::Changes>(p),
         "WatchRescan" => rt::<w::Rescan>(p),
         "WatchEnded" => rt::<w::Ended>(p),
-        "CompileRequest" => rt::<CompileRequest>(p),
-        "CompileAccepted" => rt::<CompileAccepted>(p),
-        "CompileResult" => rt::<CompileResult>(p),
-        "CompileStatsRequest" => rt::<spark_proto::compile::Stats>(p),
-        "CompileStats" => rt::<CompileStats>(p),
-        other => operator::roundtrip(other, p)
+        other => compile::roundtrip(other, p)
+            .or_else(|| operator::roundtrip(other, p))
             .or_else(|| collab::roundtrip(other, p))
             .unwrap_or_else(|| panic!("unknown message {other}")),
     }
