@@ -1,6 +1,12 @@
-//! Group 7, the Compile service: a warm hit from this (another) process against compiling in process with naga and
-//! against running glslangValidator; the cold path through sparkd against naga called directly; and a batch of
-//! 1,000 permutations per pool size, with the p99 of an unrelated shader-cache GET while it runs.
+//! Group 7, the Compile service, on two shaders: a toy (`lit.frag`, 32 lines with its include, ~0.1 ms in naga)
+//! and a production-size one (`pbr.frag`, a forward PBR material with three includes, 362 lines). For each: a
+//! warm hit from this (another) process against compiling in process with naga and against running
+//! glslangValidator; the cold path through sparkd against naga called directly. Then a batch of 1,000
+//! permutations (of the toy) per pool size, with the p99 of an unrelated shader-cache GET while it runs.
+//!
+//! The daemon's cold-path overhead is a fixed cost (the request and reply crossing the socket, the hop to a
+//! compile thread and back): the toy shows it bare, the production-size shader shows it against a compile of
+//! the size engines run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,17 +26,61 @@ use crate::procs::{Sparkd, SparkdSpec, which};
 use crate::progress;
 use crate::stats::percentile;
 
-const LIT: &str = include_str!("../../spark-daemon/tests/shaders/lit.frag");
-const LIGHTING: &str = include_str!("../../spark-daemon/tests/shaders/common/lighting.glsl");
+macro_rules! shader {
+    ($path:literal) => {
+        include_str!(concat!("../../spark-daemon/tests/shaders/", $path))
+    };
+}
 
-/// What the compile group measured (microseconds are medians over the iterations).
-#[derive(Default)]
-pub struct CompileBench {
+/// One bench shader: its source, the include map it needs, and the defines of its warm and cold requests.
+pub struct BenchShader {
+    pub name: &'static str,
+    source: &'static str,
+    includes: &'static [(&'static str, &'static str)],
+    warm_defines: &'static [&'static str],
+    cold_defines: &'static [&'static str],
+}
+
+const TOY: BenchShader = BenchShader {
+    name: "lit.frag (toy, 32 lines)",
+    source: shader!("lit.frag"),
+    includes: &[("common/lighting.glsl", shader!("common/lighting.glsl"))],
+    warm_defines: &["LIGHTS=4", "FOG"],
+    cold_defines: &["LIGHTS=3"],
+};
+
+const PBR: BenchShader = BenchShader {
+    name: "pbr.frag (production-size, 362 lines)",
+    source: shader!("pbr.frag"),
+    includes: &[
+        ("pbr/brdf.glsl", shader!("pbr/brdf.glsl")),
+        ("pbr/lights.glsl", shader!("pbr/lights.glsl")),
+        ("pbr/tonemap.glsl", shader!("pbr/tonemap.glsl")),
+    ],
+    warm_defines: &[
+        "HAS_BASE_COLOR_MAP",
+        "HAS_NORMAL_MAP",
+        "HAS_METAL_ROUGH_MAP",
+        "HAS_OCCLUSION_MAP",
+        "HAS_EMISSIVE_MAP",
+    ],
+    cold_defines: &["HAS_BASE_COLOR_MAP", "HAS_NORMAL_MAP", "ALPHA_MASK"],
+};
+
+/// What one shader measured (microseconds are medians over the iterations).
+pub struct ShaderBench {
+    pub name: &'static str,
     pub warm_hit_us: f64,
     pub naga_us: f64,
     pub glslang_us: Option<f64>,
     pub cold_daemon_us: f64,
     pub cold_naga_us: f64,
+}
+
+/// What the compile group measured.
+#[derive(Default)]
+pub struct CompileBench {
+    pub shaders: Vec<ShaderBench>,
     /// (pool size, permutations per second) for the 1,000-permutation batch.
     pub batch: Vec<(usize, f64)>,
     pub batch_size: usize,
@@ -38,18 +88,22 @@ pub struct CompileBench {
     pub get_p99_during_batch_us: f64,
 }
 
-fn request(salt: &str, defines: Vec<String>) -> CompileRequest {
+fn request(s: &BenchShader, salt: &str, defines: &[&str]) -> CompileRequest {
     let mut r = CompileRequest::new(
         Language::Glsl,
         Stage::Fragment,
         Target::SpirV,
-        format!("{LIT}// {salt}\n"),
+        format!("{}// {salt}\n", s.source),
     );
-    r.include_map = vec![IncludeFile {
-        path: "common/lighting.glsl".into(),
-        content: LIGHTING.into(),
-    }];
-    r.permutations = vec![defines];
+    r.include_map = s
+        .includes
+        .iter()
+        .map(|(path, content)| IncludeFile {
+            path: (*path).into(),
+            content: (*content).into(),
+        })
+        .collect();
+    r.permutations = vec![defines.iter().map(|d| d.to_string()).collect()];
     r
 }
 
@@ -84,15 +138,29 @@ pub fn run(cx: &Ctx) -> Result<Option<CompileBench>> {
     if !cx.a.wants("compile") {
         return Ok(None);
     }
-    let iters = if cx.a.smoke { 5 } else { 200 };
-    let cold = if cx.a.smoke { 3 } else { 40 };
     let mut b = CompileBench::default();
     let d = Sparkd::start(&cx.spec)?;
     let c = d.client()?;
-    progress("compile: warm hits vs naga in process vs glslangValidator");
-    let warm = request("warm", vec!["LIGHTS=4".into(), "FOG".into()]);
+    for s in [&TOY, &PBR] {
+        b.shaders.push(one_shader(cx, &c, s)?);
+    }
+    drop(c);
+    drop(d);
+    batches(cx, &mut b)?;
+    Ok(Some(b))
+}
+
+/// Warm hits, naga in process, glslangValidator and the cold path, for one shader.
+fn one_shader(cx: &Ctx, c: &spark_client::Client, s: &BenchShader) -> Result<ShaderBench> {
+    let iters = if cx.a.smoke { 5 } else { 200 };
+    let cold = if cx.a.smoke { 3 } else { 40 };
+    progress(&format!(
+        "compile {}: warm hits vs naga in process vs glslangValidator",
+        s.name
+    ));
+    let warm = request(s, "warm", s.warm_defines);
     if c.compile_one(&warm)?.status != ResultStatus::Ok {
-        bail!("the bench shader does not compile");
+        bail!("the bench shader {} does not compile", s.name);
     }
     let mut hits = Vec::new();
     for _ in 0..iters {
@@ -100,9 +168,8 @@ pub fn run(cx: &Ctx) -> Result<Option<CompileBench>> {
             c.compile_one(&warm).map(|_| ()).map_err(Into::into)
         })?);
     }
-    b.warm_hit_us = median(hits);
     let j = job(&warm);
-    b.naga_us = median(
+    let naga_us = median(
         (0..iters.min(100))
             .map(|_| {
                 let t = Instant::now();
@@ -111,14 +178,18 @@ pub fn run(cx: &Ctx) -> Result<Option<CompileBench>> {
             })
             .collect(),
     );
-    b.glslang_us = glslang(&j, cold)?;
-    progress("compile: cold path through sparkd vs naga direct");
+    let glslang_us = glslang(&j, s.warm_defines, cold)?;
+    progress(&format!(
+        "compile {}: cold path through sparkd vs naga direct",
+        s.name
+    ));
     let mut via = Vec::new();
     let mut direct = Vec::new();
     for i in 0..cold {
         let r = request(
+            s,
             &format!("cold {i} {}", std::process::id()),
-            vec!["LIGHTS=3".into()],
+            s.cold_defines,
         );
         let j = job(&r);
         direct.push(time_us(|| {
@@ -129,16 +200,18 @@ pub fn run(cx: &Ctx) -> Result<Option<CompileBench>> {
             c.compile_one(&r).map(|_| ()).map_err(Into::into)
         })?);
     }
-    b.cold_daemon_us = median(via);
-    b.cold_naga_us = median(direct);
-    drop(c);
-    drop(d);
-    batches(cx, &mut b)?;
-    Ok(Some(b))
+    Ok(ShaderBench {
+        name: s.name,
+        warm_hit_us: median(hits),
+        naga_us,
+        glslang_us,
+        cold_daemon_us: median(via),
+        cold_naga_us: median(direct),
+    })
 }
 
 /// glslangValidator on the expanded source, as a build system would run it; `None` when it is not installed.
-fn glslang(j: &Job, n: usize) -> Result<Option<f64>> {
+fn glslang(j: &Job, defines: &[&str], n: usize) -> Result<Option<f64>> {
     let Some(bin) = which("glslangValidator") else {
         eprintln!(
             "!!! spark-bench: glslangValidator not found (Debian glslang-tools): that ratio is SKIPPED"
@@ -153,7 +226,9 @@ fn glslang(j: &Job, n: usize) -> Result<Option<f64>> {
     for _ in 0..n {
         times.push(time_us(|| {
             let st = std::process::Command::new(&bin)
-                .args(["-V", "-S", "frag", "-DLIGHTS=4", "-DFOG", "-o"])
+                .args(["-V", "-S", "frag"])
+                .args(defines.iter().map(|d| format!("-D{d}")))
+                .arg("-o")
                 .arg(&out)
                 .arg(&input)
                 .stdout(std::process::Stdio::null())
@@ -182,7 +257,7 @@ fn batches(cx: &Ctx, b: &mut CompileBench) -> Result<()> {
             extra_args: &extra,
             ..cx.spec
         })?;
-        let mut r = request(&format!("batch {jobs}"), Vec::new());
+        let mut r = request(&TOY, &format!("batch {jobs}"), &[]);
         r.permutations = (0..n)
             .map(|i| vec![format!("LIGHTS={}", 1 + i % 4), format!("VARIANT={i}")])
             .collect();
@@ -260,23 +335,28 @@ fn get_loop(d: &Sparkd) -> Result<GetLoop> {
 
 pub fn print(b: &CompileBench) {
     println!();
-    println!("compile (GLSL fragment shader with one include, naga unless noted; medians):");
-    println!(
-        "  warm hit from another process  {:>10.1} us",
-        b.warm_hit_us
-    );
-    println!("  naga in process                {:>10.1} us", b.naga_us);
-    match b.glslang_us {
-        Some(g) => println!("  glslangValidator (a process)   {g:>10.1} us"),
-        None => println!("  glslangValidator               SKIPPED (not installed)"),
+    println!("compile (GLSL fragment shaders with includes, naga unless noted; medians):");
+    for s in &b.shaders {
+        println!("  {}", s.name);
+        println!(
+            "    warm hit from another process  {:>10.1} us",
+            s.warm_hit_us
+        );
+        println!("    naga in process                {:>10.1} us", s.naga_us);
+        match s.glslang_us {
+            Some(g) => println!("    glslangValidator (a process)   {g:>10.1} us"),
+            None => println!("    glslangValidator               SKIPPED (not installed)"),
+        }
+        println!(
+            "    cold: via sparkd {:.1} us, naga direct {:.1} us (overhead {:.1} us)",
+            s.cold_daemon_us,
+            s.cold_naga_us,
+            s.cold_daemon_us - s.cold_naga_us
+        );
     }
-    println!(
-        "  cold: via sparkd {:.1} us, naga direct {:.1} us",
-        b.cold_daemon_us, b.cold_naga_us
-    );
     for (jobs, rate) in &b.batch {
         println!(
-            "  batch of {}: --compile-jobs {jobs}: {rate:.0} permutations/s",
+            "  batch of {} (toy): --compile-jobs {jobs}: {rate:.0} permutations/s",
             b.batch_size
         );
     }
@@ -288,8 +368,10 @@ pub fn print(b: &CompileBench) {
 
 pub fn json(b: &CompileBench) -> Value {
     json!({
-        "warm_hit_us": b.warm_hit_us, "naga_us": b.naga_us, "glslang_us": b.glslang_us,
-        "cold_daemon_us": b.cold_daemon_us, "cold_naga_us": b.cold_naga_us,
+        "shaders": b.shaders.iter().map(|s| json!({
+            "name": s.name, "warm_hit_us": s.warm_hit_us, "naga_us": s.naga_us, "glslang_us": s.glslang_us,
+            "cold_daemon_us": s.cold_daemon_us, "cold_naga_us": s.cold_naga_us,
+        })).collect::<Vec<_>>(),
         "batch_size": b.batch_size,
         "batch": b.batch.iter().map(|(j, r)| json!({"jobs": j, "permutations_per_s": r})).collect::<Vec<_>>(),
         "get_p99_idle_us": b.get_p99_idle_us, "get_p99_during_batch_us": b.get_p99_during_batch_us,

@@ -93,34 +93,37 @@ pub fn targets(res: &Results) -> Vec<Target> {
     t
 }
 
-/// The Compile service: a warm hit from another process against compiling it here with naga (>= 5x) and
-/// against running glslangValidator (>= 50x); the cold path through sparkd against naga direct (<= 1.2x).
+/// The Compile service, per bench shader: a warm hit from another process against compiling it here with naga
+/// (>= 5x) and against running glslangValidator (>= 50x); the cold path through sparkd against naga direct
+/// (<= 1.2x).
 fn compile(res: &Results, t: &mut Vec<Target>) {
     let Some(c) = &res.compile else { return };
-    t.push(Target::ratio(
-        "compile: warm hit (other process) vs naga in process".into(),
-        Some(c.naga_us / c.warm_hit_us),
-        5.0,
-        true,
-        format!("{:.0} us vs {:.0} us", c.warm_hit_us, c.naga_us),
-    ));
-    t.push(Target::ratio(
-        "compile: warm hit vs glslangValidator".into(),
-        c.glslang_us.map(|g| g / c.warm_hit_us),
-        50.0,
-        true,
-        c.glslang_us
-            .map_or("glslangValidator not installed".into(), |g| {
-                format!("{:.0} us vs {g:.0} us", c.warm_hit_us)
-            }),
-    ));
-    t.push(Target::ratio(
-        "compile: cold path via sparkd vs naga direct".into(),
-        Some(c.cold_daemon_us / c.cold_naga_us),
-        1.2,
-        false,
-        format!("{:.0} us vs {:.0} us", c.cold_daemon_us, c.cold_naga_us),
-    ));
+    for s in &c.shaders {
+        t.push(Target::ratio(
+            format!("compile {}: warm hit (other process) vs naga", s.name),
+            Some(s.naga_us / s.warm_hit_us),
+            5.0,
+            true,
+            format!("{:.0} us vs {:.0} us", s.warm_hit_us, s.naga_us),
+        ));
+        t.push(Target::ratio(
+            format!("compile {}: warm hit vs glslangValidator", s.name),
+            s.glslang_us.map(|g| g / s.warm_hit_us),
+            50.0,
+            true,
+            s.glslang_us
+                .map_or("glslangValidator not installed".into(), |g| {
+                    format!("{:.0} us vs {g:.0} us", s.warm_hit_us)
+                }),
+        ));
+        t.push(Target::ratio(
+            format!("compile {}: cold path via sparkd vs naga direct", s.name),
+            Some(s.cold_daemon_us / s.cold_naga_us),
+            1.2,
+            false,
+            format!("{:.0} us vs {:.0} us", s.cold_daemon_us, s.cold_naga_us),
+        ));
+    }
 }
 
 pub fn find(

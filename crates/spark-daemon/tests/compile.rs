@@ -37,6 +37,21 @@ fn corpus_compiles_with_naga_and_every_spirv_validates() {
             "main",
             vec![],
         ),
+        (
+            "pbr.frag",
+            Language::Glsl,
+            Stage::Fragment,
+            "main",
+            vec![
+                "HAS_BASE_COLOR_MAP",
+                "HAS_NORMAL_MAP",
+                "HAS_METAL_ROUGH_MAP",
+                "HAS_OCCLUSION_MAP",
+                "HAS_EMISSIVE_MAP",
+                "ALPHA_MASK",
+            ],
+        ),
+        ("pbr.frag", Language::Glsl, Stage::Fragment, "main", vec![]),
         ("blur.wgsl", Language::Wgsl, Stage::Compute, "main", vec![]),
         (
             "triangle.wgsl",
@@ -119,6 +134,13 @@ fn glslang_compiles_glsl_and_hlsl_and_its_spirv_validates() {
             Stage::Fragment,
             "PSMain",
             vec!["TINT=0.5"],
+        ),
+        (
+            "pbr.frag",
+            Language::Glsl,
+            Stage::Fragment,
+            "main",
+            vec!["HAS_NORMAL_MAP", "HAS_METAL_ROUGH_MAP", "ALPHA_MASK"],
         ),
     ];
     for (name, lang, stage, entry, defines) in cases {
