@@ -138,6 +138,9 @@ pub struct Request {
     /// For a request that opens an upload ([`Service::opens_upload`]): the stream's frames, routed here by the
     /// connection's reader.
     pub upload: Option<mpsc::Receiver<UploadPart>>,
+    /// Another whole request was already read behind this one (the client pipelines): work that batches,
+    /// such as a small put, should join a batch rather than run alone.
+    pub more_behind: bool,
 }
 
 /// A frame of an upload stream, or why the stream broke.

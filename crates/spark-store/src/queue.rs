@@ -9,7 +9,9 @@
 //! `FnOnce`, so the store stays free of any async runtime.
 //!
 //! No timer: a lone put is written as soon as the writer sees it, and under load batches grow by
-//! themselves with the time one batch takes. The thread starts with the first queued put, holds only a
+//! themselves with the time one batch takes. With fast durability a put that finds the writer idle and
+//! nothing queued is written by its caller (a `pwrite` into the page cache and an index append, under the
+//! batch lock only if it is free): the writer thread is for batches and fsyncs, not for lone puts. The thread starts with the first queued put, holds only a
 //! weak reference to the store between batches, and ends when the store is dropped.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -17,8 +19,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::StoreError;
 use crate::store::{Inner, Store};
+use crate::{Durability, StoreError};
 
 /// A batch stops growing at this many bytes of bodies (or [`BATCH_MAX_PUTS`] puts).
 const BATCH_MAX_BYTES: usize = 8 << 20;
@@ -49,6 +51,8 @@ pub(crate) struct QueueState {
     started: bool,
     /// Whether the writer is waiting for work (only then does a push need to wake it).
     idle: bool,
+    /// A put is being written by its caller (`Store::try_write_alone`); others queue meanwhile.
+    writing_alone: bool,
     closed: bool,
 }
 
@@ -81,10 +85,34 @@ impl Drop for QueueHandle {
 }
 
 impl Store {
-    /// Queues one small put for the writer thread; `done` is called from that thread with the result.
-    pub(crate) fn enqueue(&self, job: Job) {
+    /// Queues one small put for the writer thread; `done` is called from that thread with the result. With
+    /// fast durability, a put that finds the writer with nothing to do is written here instead (see
+    /// [`Store::try_write_alone`]) and `done` is called before this returns.
+    pub(crate) fn enqueue(&self, job: Job, may_write_alone: bool) {
         let q = &self.inner.queue.0;
         let mut st = q.state();
+        let alone = may_write_alone
+            && self.inner.cfg.durability == Durability::Fast
+            && st.jobs.is_empty()
+            && st.in_flight == 0
+            && !st.writing_alone;
+        let job = if alone {
+            st.writing_alone = true;
+            drop(st);
+            let r = self.try_write_alone(job);
+            st = q.state();
+            st.writing_alone = false;
+            match r {
+                Ok((done, res)) => {
+                    drop(st);
+                    done(res.map(|()| true));
+                    return;
+                }
+                Err(job) => job,
+            }
+        } else {
+            job
+        };
         st.jobs.push(job);
         if st.started {
             let wake = st.idle;
@@ -182,7 +210,10 @@ mod tests {
     #[test]
     fn queued_puts_complete_and_the_writer_ends_with_the_store() {
         let tmp = tempfile::tempdir().unwrap();
-        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
+        // fsync durability: every put goes through the writer (fast durability writes lone puts inline).
+        let mut cfg = StoreConfig::on_disk("q", tmp.path(), 1 << 20);
+        cfg.durability = Durability::Fsync;
+        let (s, _) = Store::open(cfg).unwrap();
         assert!(s.queues_put(b"k", 4096));
         let (tx, rx) = std::sync::mpsc::channel();
         for i in 0..16u8 {
@@ -208,6 +239,45 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(queue.state().closed);
+    }
+
+    /// With fast durability a put that finds the writer idle is written by its caller, before `put_queued`
+    /// returns, and no writer thread is started for it; while a batch (or a compaction) holds the batch
+    /// lock, puts queue for the writer instead of waiting for the lock in the caller, and still complete.
+    #[test]
+    fn a_lone_fast_put_is_written_by_its_caller_and_a_busy_batch_lock_sends_it_to_the_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = tx.clone();
+        s.put_queued(b"alone", Bytes::from(vec![1; 4096]), move |r| {
+            t.send(r.unwrap()).unwrap()
+        });
+        assert!(
+            rx.try_recv().unwrap(),
+            "completed before put_queued returned"
+        );
+        assert!(!s.inner.queue.0.state().started, "no writer thread for it");
+        assert_eq!(s.get(b"alone").unwrap().unwrap(), vec![1; 4096]);
+
+        let held = s.inner.group.batch.lock().unwrap();
+        let t = tx.clone();
+        s.put_queued(b"queued", Bytes::from(vec![2; 4096]), move |r| {
+            t.send(r.unwrap()).unwrap()
+        });
+        assert!(
+            rx.try_recv().is_err(),
+            "it must wait for the batch lock on the writer, not here"
+        );
+        assert!(s.inner.queue.0.state().started, "the writer took it");
+        drop(held);
+        assert!(rx.recv().unwrap());
+        assert_eq!(s.get(b"queued").unwrap().unwrap(), vec![2; 4096]);
+        // Reopened, both are there: the inline put went through the same pack and index log.
+        drop(s);
+        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
+        assert_eq!(s.get(b"alone").unwrap().unwrap(), vec![1; 4096]);
+        assert_eq!(s.get(b"queued").unwrap().unwrap(), vec![2; 4096]);
     }
 
     /// A put the writer does not take (larger than packs hold) runs in the caller and still completes.

@@ -254,6 +254,19 @@ impl Store {
         data: Bytes,
         done: impl FnOnce(Result<bool, StoreError>) + Send + 'static,
     ) {
+        self.put_queued_hinted(key, data, true, done)
+    }
+
+    /// [`Store::put_queued`], saying whether the put may be written alone in this thread when the writer is
+    /// idle (fast durability; see `queue.rs`). A caller with more puts right behind passes false, so they
+    /// batch on the writer instead of each paying its own write.
+    pub fn put_queued_hinted(
+        &self,
+        key: &[u8],
+        data: Bytes,
+        may_write_alone: bool,
+        done: impl FnOnce(Result<bool, StoreError>) + Send + 'static,
+    ) {
         if !self.queues_put(key, data.len() as u64) {
             done(self.put(key, data));
             return;
@@ -261,12 +274,15 @@ impl Store {
         self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
         let size = data.len() as u64;
         let hot = (size <= self.mem_admit_limit()).then(|| Bytes::copy_from_slice(&data));
-        self.enqueue(crate::queue::Job {
-            key: key.into(),
-            body: data,
-            hot,
-            done: Box::new(done),
-        });
+        self.enqueue(
+            crate::queue::Job {
+                key: key.into(),
+                body: data,
+                hot,
+                done: Box::new(done),
+            },
+            may_write_alone,
+        );
     }
 
     /// Whether a pack is worth compacting now (cheap); then run [`Store::compact_packs_if_due`] off the

@@ -327,6 +327,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Reader<'a, R, W> {
             frame,
             ctx: self.ctx.clone(),
             upload,
+            more_behind: self.frames.has_buffered_frame(),
         };
         let mut fut = svc.handle(req);
         if deps.is_empty()

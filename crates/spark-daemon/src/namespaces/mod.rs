@@ -223,9 +223,20 @@ impl Namespace {
     /// Stores a blob; returns whether it was kept (false: larger than every budget allows). With a
     /// read-write upstream, the upload is queued after the local write (never waited for).
     pub async fn put(&self, key: Vec<u8>, data: Bytes) -> Result<bool, NsError> {
+        self.put_hinted(key, data, false).await
+    }
+
+    /// [`Namespace::put`] for a request with more pipelined behind it (`more_behind`): a small put then
+    /// joins the store's next batch instead of being written alone in this thread.
+    pub async fn put_hinted(
+        &self,
+        key: Vec<u8>,
+        data: Bytes,
+        more_behind: bool,
+    ) -> Result<bool, NsError> {
         let team = self.team.get().filter(|t| t.writes());
         let upload = team.map(|t| (t, key.clone(), data.clone()));
-        let kept = self.put_local(key, data).await?;
+        let kept = self.put_local_hinted(key, data, more_behind).await?;
         if let Some((t, key, data)) = upload {
             t.enqueue(&key, &data);
         }
@@ -248,16 +259,27 @@ impl Namespace {
 
     /// Stores a blob in this daemon's own store only.
     pub async fn put_local(&self, key: Vec<u8>, data: Bytes) -> Result<bool, NsError> {
+        self.put_local_hinted(key, data, false).await
+    }
+
+    async fn put_local_hinted(
+        &self,
+        key: Vec<u8>,
+        data: Bytes,
+        more_behind: bool,
+    ) -> Result<bool, NsError> {
         self.check_key(&key)?;
         if self.store.config().dir.is_none() {
             return Ok(self.store.put(&key, data)?);
         }
         if self.store.queues_put(&key, data.len() as u64) {
-            // The store's writer thread completes the put: no blocking-pool thread waits for its batch.
+            // The store's writer thread completes the put (or, when it is idle and nothing is pipelined
+            // behind, the store writes it here): no blocking-pool thread waits for its batch.
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.store.put_queued(&key, data, move |r| {
-                let _ = tx.send(r);
-            });
+            self.store
+                .put_queued_hinted(&key, data, !more_behind, move |r| {
+                    let _ = tx.send(r);
+                });
             let kept = rx.await.map_err(|_| {
                 NsError::Task("the store's writer ended without an answer".into())
             })??;

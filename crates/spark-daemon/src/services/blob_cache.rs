@@ -98,7 +98,11 @@ impl<K: CacheKey> BlobCache<K> {
         let p: Put<K> = req.decode()?;
         let key = p.key.store_key()?;
         // A slice of the read buffer: the store copies what it keeps in memory into its own allocation.
-        let stored = self.ns.put(key, p.data).await.map_err(ns_error)?;
+        let stored = self
+            .ns
+            .put_hinted(key, p.data, req.more_behind)
+            .await
+            .map_err(ns_error)?;
         Ok(Reply::msg(PutResponse { stored }))
     }
 
