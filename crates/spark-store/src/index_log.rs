@@ -239,13 +239,16 @@ fn replay_bytes(
         let good_end = replay_records(data, &mut replay, apply);
         return Ok((replay, good_end));
     } else if &data[..INDEX_MAGIC.len()] != INDEX_MAGIC {
-        if &data[..INDEX_MAGIC_PREFIX.len()] == INDEX_MAGIC_PREFIX {
+        if claims_newer_version(&data[..INDEX_MAGIC.len()])
+            && !starts_with_current_record(&data[INDEX_MAGIC.len()..])
+        {
             return Err(StoreError::NewerFormat {
                 path: path.to_path_buf(),
                 found: String::from_utf8_lossy(&data[..INDEX_MAGIC.len()]).into_owned(),
             });
         }
-        // A damaged header: everything in it is suspect, recover from the blob files.
+        // A damaged header (bytes that name no later version, or a later version followed by records of
+        // this one: a flipped version digit): everything in it is suspect, recover from the blob files.
         replay.damaged_bytes = data.len() as u64;
         replay.damaged_mid_log = true;
         data.clear();
@@ -254,6 +257,23 @@ fn replay_bytes(
         return Ok((replay, good_end));
     }
     Ok((replay, INDEX_MAGIC.len()))
+}
+
+/// Whether a magic names a later version of this log (`SPKIDX` and two digits above ours): refused with
+/// "upgrade sparkd" rather than rebuilt, so an older sparkd never rewrites a newer one's directory.
+fn claims_newer_version(magic: &[u8]) -> bool {
+    let Some(digits) = magic.strip_prefix(INDEX_MAGIC_PREFIX.as_slice()) else {
+        return false;
+    };
+    let version = |m: &[u8]| std::str::from_utf8(m).ok()?.parse::<u32>().ok();
+    let ours = version(&INDEX_MAGIC[INDEX_MAGIC_PREFIX.len()..]);
+    digits.iter().all(u8::is_ascii_digit) && version(digits) > ours
+}
+
+/// Whether the bytes after a magic begin with a whole, checksummed record of this version: then the magic,
+/// not the log, is what changed (a later format's records do not pass this version's checksum).
+fn starts_with_current_record(body: &[u8]) -> bool {
+    matches!(Record::decode(body), Ok((Some(_), _)))
 }
 
 /// Applies every valid record after the magic, skipping damage; returns where the last valid record ends.

@@ -405,10 +405,48 @@ fn damaged_index_is_recovered_from_blob_files() {
     assert_eq!(s.stats().entries, 20);
 }
 
+/// A flipped bit in the log's version digit ("SPKIDX02" read as "SPKIDX03" or "SPKIDX12") or in a byte of
+/// the magic that names no version is damage, not a newer sparkd's log: the records behind it are this
+/// version's, so the store recovers from its blob files and serves every entry instead of refusing to start.
+#[test]
+fn a_damaged_index_magic_is_recovered_not_taken_for_a_newer_format() {
+    for (at, flip) in [(7usize, 0x01u8), (6, 0x01), (7, 0x80), (2, 0x04)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = open(disk_cfg(tmp.path()));
+        for i in 0..20u8 {
+            s.put(&[i], Bytes::from(vec![i; 50])).unwrap();
+        }
+        drop(s);
+        let idx = tmp.path().join("index.log");
+        let mut log = std::fs::read(&idx).unwrap();
+        log[at] ^= flip;
+        std::fs::write(&idx, &log).unwrap();
+        let s = open(disk_cfg(tmp.path()));
+        for i in 0..20u8 {
+            assert_eq!(
+                s.get(&[i]).unwrap(),
+                Some(Bytes::from(vec![i; 50])),
+                "entry {i} after flipping bit {flip:#x} of magic byte {at}"
+            );
+        }
+        drop(s);
+        assert_eq!(
+            &std::fs::read(&idx).unwrap()[..8],
+            b"SPKIDX02",
+            "the log is rewritten with a sound magic"
+        );
+    }
+}
+
 #[test]
 fn newer_index_format_is_refused_with_advice() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("index.log"), b"SPKIDX99").unwrap();
+    // A later version's magic, with records this version cannot read behind it.
+    std::fs::write(
+        tmp.path().join("index.log"),
+        b"SPKIDX99\x07later-format record",
+    )
+    .unwrap();
     match Store::open(disk_cfg(tmp.path())) {
         Err(e @ StoreError::NewerFormat { .. }) => {
             assert!(e.to_string().contains("upgrade sparkd"))
