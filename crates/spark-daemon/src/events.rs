@@ -23,6 +23,41 @@ pub struct Event {
     pub service: u16,
     pub msg_type: u16,
     pub payload: Bytes,
+    /// When set, written (little-endian) in place of the payload's first four bytes: one encoded body is then
+    /// shared by every receiver of a fan-out, each with its own leading id (a Collab subscription), instead of
+    /// an encoding and an allocation per receiver.
+    pub head: Option<u32>,
+}
+
+impl Event {
+    pub fn new(service: u16, msg_type: u16, payload: Bytes) -> Event {
+        Event {
+            service,
+            msg_type,
+            payload,
+            head: None,
+        }
+    }
+
+    /// An event whose payload is `body` with its first four bytes replaced by `head` (see [`Event::head`]).
+    /// `body` must be at least four bytes long.
+    pub fn with_head(service: u16, msg_type: u16, body: Bytes, head: u32) -> Event {
+        debug_assert!(body.len() >= 4, "a headed event's body starts with its u32");
+        Event {
+            service,
+            msg_type,
+            payload: body,
+            head: Some(head),
+        }
+    }
+
+    /// The payload as written: the replacing leading bytes, if any, and the rest.
+    pub fn wire_parts(&self) -> (Option<[u8; 4]>, &[u8]) {
+        match self.head {
+            Some(h) if self.payload.len() >= 4 => (Some(h.to_le_bytes()), &self.payload[4..]),
+            _ => (None, &self.payload[..]),
+        }
+    }
 }
 
 /// What became of an event handed to [`EventSender::send`].
@@ -101,11 +136,7 @@ impl EventSender {
     pub fn send_msg<M: Message>(&self, service: u16, m: &M) -> Sent {
         let mut p = BytesMut::new();
         m.encode(&mut p);
-        self.send(Event {
-            service,
-            msg_type: M::TYPE,
-            payload: p.freeze(),
-        })
+        self.send(Event::new(service, M::TYPE, p.freeze()))
     }
 
     /// Queues an event if the connection's queue has room, else hands it back untouched (not counted as
