@@ -301,8 +301,9 @@ impl CollabClient<'_> {
     /// The next Collab event, waiting up to `wait`; other services' events are skipped.
     pub fn next_event(&self, wait: Duration) -> Result<Option<CollabEvent>> {
         let deadline = std::time::Instant::now() + wait;
+        // The first wait is `wait` itself: one clock reading per event, not two.
+        let mut left = wait;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let Some(e) = self.client.next_event(left)? else {
                 return Ok(None);
             };
@@ -312,6 +313,7 @@ impl CollabClient<'_> {
             if left.is_zero() {
                 return Ok(None);
             }
+            left = deadline.saturating_duration_since(std::time::Instant::now());
         }
     }
 }

@@ -82,9 +82,17 @@ pub struct EventSender {
     shared: Arc<Shared>,
 }
 
+/// Events the writer takes off the channel at once: one release of their slots instead of one per event
+/// (a fan-out brings dozens per wake-up).
+const TAKE_AT_ONCE: usize = 128;
+
 /// The writer's end of the queue.
 pub(crate) struct EventQueue {
     rx: mpsc::Receiver<Event>,
+    /// Taken off the channel, not yet handed out; their bytes still count against the byte bound.
+    taken: std::collections::VecDeque<Event>,
+    /// Where a batch lands first (kept to spare an allocation per batch).
+    batch: Vec<Event>,
     shared: Arc<Shared>,
 }
 
@@ -99,7 +107,12 @@ pub(crate) fn channel() -> (EventSender, EventQueue) {
             tx,
             shared: shared.clone(),
         },
-        EventQueue { rx, shared },
+        EventQueue {
+            rx,
+            taken: std::collections::VecDeque::with_capacity(TAKE_AT_ONCE),
+            batch: Vec::with_capacity(TAKE_AT_ONCE),
+            shared,
+        },
     )
 }
 
@@ -182,19 +195,34 @@ impl EventSender {
 }
 
 impl EventQueue {
+    /// Cancel-safe: what was taken off the channel stays in `taken`.
     pub(crate) async fn recv(&mut self) -> Option<Event> {
-        let ev = self.rx.recv().await?;
-        self.taken(&ev);
-        Some(ev)
+        if self.taken.is_empty() {
+            self.rx.recv_many(&mut self.batch, TAKE_AT_ONCE).await;
+            self.taken.extend(self.batch.drain(..));
+        }
+        self.pop()
     }
 
     pub(crate) fn try_recv(&mut self) -> Option<Event> {
-        let ev = self.rx.try_recv().ok()?;
-        self.taken(&ev);
+        if self.taken.is_empty() {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            // Only what is there now; the next `recv` registers the writer's real waker.
+            let _ = self
+                .rx
+                .poll_recv_many(&mut cx, &mut self.batch, TAKE_AT_ONCE);
+            self.taken.extend(self.batch.drain(..));
+        }
+        self.pop()
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let ev = self.taken.pop_front()?;
+        self.release(&ev);
         Some(ev)
     }
 
-    fn taken(&self, ev: &Event) {
+    fn release(&self, ev: &Event) {
         self.shared
             .bytes
             .fetch_sub(ev.payload.len(), Ordering::AcqRel);

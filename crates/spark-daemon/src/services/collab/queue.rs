@@ -200,3 +200,67 @@ async fn pump(q: Arc<SubQueue>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use spark_proto::collab::{KvChanged, TopicMessage};
+
+    use super::*;
+
+    fn bytes_of<M: Message>(m: &M) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        m.encode(&mut b);
+        b.to_vec()
+    }
+
+    /// What the writer sends for an event: its head, if any, then the rest of its payload.
+    fn written(e: &Event) -> Vec<u8> {
+        let (head, rest) = e.wire_parts();
+        let mut v = head.map_or(Vec::new(), |h| h.to_vec());
+        v.extend_from_slice(rest);
+        v
+    }
+
+    #[test]
+    fn a_shared_message_is_written_as_its_own_encoding_for_each_subscription() {
+        let msg = |subscription| TopicMessage {
+            subscription,
+            session: "level1".into(),
+            topic: "cursor/ana".into(),
+            publisher: 0x1234_5678_0000_0001,
+            seq: 42,
+            payload: Bytes::from_static(b"x=1,y=2"),
+        };
+        let shared = Shared::encode(&msg(0), 8);
+        for id in [1, 2, 255, 256, 0xDEAD_BEEF, u32::MAX] {
+            let e = shared.event_for(id);
+            assert_eq!(
+                (e.service, e.msg_type),
+                (service::COLLAB, TopicMessage::TYPE)
+            );
+            assert_eq!(written(&e), bytes_of(&msg(id)), "subscription {id}");
+        }
+        let kv = |subscription| KvChanged {
+            subscription,
+            session: "s".into(),
+            key: "cfg/lod".into(),
+            version: 7,
+            deleted: false,
+            value: Bytes::new(),
+        };
+        let shared = Shared::encode(&kv(0), 0);
+        assert_eq!(written(&shared.event_for(9)), bytes_of(&kv(9)));
+    }
+
+    #[test]
+    fn an_event_without_a_head_is_written_as_it_is() {
+        let e = Event::new(service::COLLAB, 0x8004, Bytes::from_static(b"abcdef"));
+        assert_eq!(written(&e), b"abcdef");
+        // A head on a body too short to hold it is ignored rather than cutting into the body.
+        let e = Event {
+            head: Some(1),
+            ..Event::new(service::COLLAB, 0x8004, Bytes::from_static(b"ab"))
+        };
+        assert_eq!(written(&e), b"ab");
+    }
+}
