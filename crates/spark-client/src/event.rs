@@ -88,6 +88,11 @@ impl EventQueue {
         }
     }
 
+    /// Whether one more event fits.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lock().len() < self.capacity
+    }
+
     pub(crate) fn pop(&self) -> Option<Event> {
         self.lock().pop_front()
     }

@@ -144,3 +144,68 @@ impl Transport for UnixTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A transport on one end of a socket pair, a handle on the same socket to look at its read timeout, and
+    /// the other end.
+    fn pair(io_timeout: Duration) -> (UnixTransport, UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let probe = a.try_clone().unwrap();
+        let mut t = UnixTransport::new(a);
+        t.set_io_timeout(Some(io_timeout)).unwrap();
+        (t, probe, b)
+    }
+
+    #[test]
+    fn a_zero_wait_does_not_block_or_touch_the_timeout() {
+        let io = Duration::from_secs(7);
+        let (mut t, probe, mut peer) = pair(io);
+        let mut buf = [0u8; 16];
+        assert_eq!(t.read_within(&mut buf, Duration::ZERO).unwrap(), None);
+        assert_eq!(probe.read_timeout().unwrap(), Some(io));
+        peer.write_all(b"abc").unwrap();
+        assert_eq!(t.read_within(&mut buf, Duration::ZERO).unwrap(), Some(3));
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(probe.read_timeout().unwrap(), Some(io));
+    }
+
+    #[test]
+    fn a_bounded_wait_times_out_and_a_later_call_read_is_bounded_by_the_io_timeout_again() {
+        let io = Duration::from_secs(7);
+        let (mut t, probe, mut peer) = pair(io);
+        let mut buf = [0u8; 16];
+        let wait = Duration::from_millis(30);
+        assert_eq!(t.read_within(&mut buf, wait).unwrap(), None);
+        let during = probe
+            .read_timeout()
+            .unwrap()
+            .expect("a bounded wait sets a timeout");
+        // The kernel keeps timeouts in scheduler ticks, so it reads back rounded up to one.
+        assert!(
+            during < Duration::from_secs(1),
+            "{during:?} for a {wait:?} wait"
+        );
+        // Data already there is taken without changing the timeout left by the wait.
+        peer.write_all(b"x").unwrap();
+        assert_eq!(
+            t.read_within(&mut buf, Duration::from_secs(30)).unwrap(),
+            Some(1)
+        );
+        assert_eq!(probe.read_timeout().unwrap(), Some(during));
+        // A call's read puts the I/O timeout back.
+        peer.write_all(b"yz").unwrap();
+        assert_eq!(t.read(&mut buf).unwrap(), 2);
+        assert_eq!(probe.read_timeout().unwrap(), Some(io));
+        drop(peer);
+        assert_eq!(
+            t.read_within(&mut buf, wait).unwrap(),
+            Some(0),
+            "end of stream"
+        );
+    }
+}
