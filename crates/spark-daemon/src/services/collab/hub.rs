@@ -15,7 +15,7 @@ use spark_proto::{ErrorCode, service};
 
 use super::bridge::Bridge;
 use super::bridge::wire::Body;
-use super::queue::{Filter, Shared, SubQueue};
+use super::queue::{Filter, SharedMessage, SubQueue};
 use super::session::{Entry, LockChange, Member, Session};
 use super::{CollabConfig, lock};
 use crate::events::EventSender;
@@ -436,7 +436,7 @@ impl Hub {
                     seq,
                     payload: payload.clone(),
                 };
-                Shared::encode(&m, 40 + s.name.len() + topic.len() + payload.len())
+                SharedMessage::encode(&m, 40 + s.name.len() + topic.len() + payload.len())
             });
             if q.offer(m) {
                 queued += 1;
@@ -585,7 +585,7 @@ impl Hub {
                     deleted,
                     value: value.clone(),
                 };
-                Shared::encode(&m, 40 + s.name.len() + key.len() + value.len())
+                SharedMessage::encode(&m, 40 + s.name.len() + key.len() + value.len())
             });
             q.offer(m);
         }

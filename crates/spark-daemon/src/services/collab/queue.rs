@@ -61,17 +61,17 @@ fn encode<M: Message>(m: &M) -> Event {
 /// One fan-out's message, encoded once for all the subscriptions it goes to. Every message a subscription
 /// receives starts with its `u32` subscription id, so each gets an event sharing this body with its own id
 /// written in front ([`Event::with_head`]): no encoding, allocation or string copy per subscriber.
-pub struct Shared {
+pub struct SharedMessage {
     msg_type: u16,
     body: Bytes,
 }
 
-impl Shared {
+impl SharedMessage {
     /// `m` with any subscription id (it is replaced); `size_hint` is roughly its encoded length.
-    pub fn encode<M: Message>(m: &M, size_hint: usize) -> Shared {
+    pub fn encode<M: Message>(m: &M, size_hint: usize) -> SharedMessage {
         let mut p = BytesMut::with_capacity(size_hint);
         m.encode(&mut p);
-        Shared {
+        SharedMessage {
             msg_type: M::TYPE,
             body: p.freeze(),
         }
@@ -115,7 +115,7 @@ impl SubQueue {
     }
 
     /// Queues the fan-out's message for the subscriber; false (and counted) when its queue is full.
-    pub fn offer(&self, m: &Shared) -> bool {
+    pub fn offer(&self, m: &SharedMessage) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -231,7 +231,7 @@ mod tests {
             seq: 42,
             payload: Bytes::from_static(b"x=1,y=2"),
         };
-        let shared = Shared::encode(&msg(0), 8);
+        let shared = SharedMessage::encode(&msg(0), 8);
         for id in [1, 2, 255, 256, 0xDEAD_BEEF, u32::MAX] {
             let e = shared.event_for(id);
             assert_eq!(
@@ -248,7 +248,7 @@ mod tests {
             deleted: false,
             value: Bytes::new(),
         };
-        let shared = Shared::encode(&kv(0), 0);
+        let shared = SharedMessage::encode(&kv(0), 0);
         assert_eq!(written(&shared.event_for(9)), bytes_of(&kv(9)));
     }
 
