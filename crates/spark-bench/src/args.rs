@@ -30,7 +30,8 @@ pub struct Args {
     pub no_redis: bool,
 
     /// A second sparkd build (e.g. the previous release) run beside the first in the ping and kv groups,
-    /// repetitions alternating, in place of Redis there: before/after ratios from one run
+    /// repetitions alternating, in place of Redis there (in the collab group beside Redis): before/after
+    /// ratios from one run
     #[arg(long, value_name = "PATH")]
     pub baseline: Option<PathBuf>,
     /// Where the start-up cache directory is kept and the JSON goes [default: TARGET_DIR/bench]

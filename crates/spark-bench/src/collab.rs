@@ -39,6 +39,8 @@ pub struct FanOut {
 pub struct CollabBench {
     pub msgs: usize,
     pub sparkd: FanOut,
+    /// The `--baseline` build, repetitions alternating with `sparkd` and Redis.
+    pub baseline: Option<FanOut>,
     pub redis: Option<FanOut>,
     pub lock_local_us: Vec<f64>,
     /// Bridged lock round trips, or why they were skipped.
@@ -169,19 +171,42 @@ fn redis_rep(r: &Redis, msgs: usize) -> Result<(f64, f64, f64)> {
     summarize(msgs, start, lat)
 }
 
-fn reps(n: usize, mut f: impl FnMut() -> Result<(f64, f64, f64)>) -> Result<FanOut> {
-    let mut o = FanOut {
-        msgs_per_s: vec![],
-        p50_us: vec![],
-        p99_us: vec![],
-    };
-    for _ in 0..n {
-        let (t, p50, p99) = f()?;
-        o.msgs_per_s.push(t);
-        o.p50_us.push(p50);
-        o.p99_us.push(p99);
+impl FanOut {
+    fn new() -> FanOut {
+        FanOut {
+            msgs_per_s: vec![],
+            p50_us: vec![],
+            p99_us: vec![],
+        }
     }
-    Ok(o)
+
+    fn push(&mut self, (t, p50, p99): (f64, f64, f64)) {
+        self.msgs_per_s.push(t);
+        self.p50_us.push(p50);
+        self.p99_us.push(p99);
+    }
+}
+
+/// The fan-out repetitions, alternating between the systems so a burst of load from elsewhere on the machine
+/// falls on all of them alike.
+fn fan_out(
+    n: usize,
+    msgs: usize,
+    d: &Sparkd,
+    baseline: Option<&Sparkd>,
+    redis: Option<&Redis>,
+) -> Result<(FanOut, Option<FanOut>, Option<FanOut>)> {
+    let (mut mine, mut base, mut red) = (FanOut::new(), FanOut::new(), FanOut::new());
+    for _ in 0..n {
+        mine.push(sparkd_rep(d, msgs)?);
+        if let Some(b) = baseline {
+            base.push(sparkd_rep(b, msgs).context("baseline")?);
+        }
+        if let Some(r) = redis {
+            red.push(redis_rep(r, msgs)?);
+        }
+    }
+    Ok((mine, baseline.map(|_| base), redis.map(|_| red)))
 }
 
 /// Acquire + release round trips of one resource (µs each).
@@ -260,20 +285,20 @@ pub fn run(cx: &Ctx<'_>, redis: Option<&Redis>) -> Result<Option<CollabBench>> {
         return Ok(None);
     }
     let smoke = cx.a.smoke;
-    let (msgs, n_reps, locks) = if smoke {
-        (200, 1, 50)
-    } else {
-        (20_000, 3, 2000)
-    };
+    let (msgs, locks) = if smoke { (200, 50) } else { (20_000, 2000) };
     progress(&format!(
         "collab: pub/sub 1 x {SUBSCRIBERS}, {msgs} messages, sparkd vs redis"
     ));
     let d = Sparkd::start(&cx.spec)?;
-    let sparkd = reps(n_reps, || sparkd_rep(&d, msgs))?;
-    let redis = match redis {
-        Some(r) => Some(reps(n_reps, || redis_rep(r, msgs))?),
+    let b = match &cx.a.baseline {
+        Some(bin) => Some(Sparkd::start(&SparkdSpec {
+            bin,
+            ..cx.spec.clone()
+        })?),
         None => None,
     };
+    let (sparkd, baseline, redis) = fan_out(cx.counts.reps, msgs, &d, b.as_ref(), redis)?;
+    drop(b);
     progress("collab: lock round trips, local");
     let c = d.client()?;
     c.collab().join(
@@ -292,6 +317,7 @@ pub fn run(cx: &Ctx<'_>, redis: Option<&Redis>) -> Result<Option<CollabBench>> {
     Ok(Some(CollabBench {
         msgs,
         sparkd,
+        baseline,
         redis,
         lock_local_us,
         lock_bridged_us,
@@ -308,18 +334,29 @@ pub fn print(c: &CollabBench) {
         c.msgs
     );
     println!(
-        "  {:<8} {:>12} {:>10} {:>10}",
-        "", "msgs/s", "p50 us", "p99 us"
+        "  {:<8} {:>12} {:>10} {:>10}   {:<17} {:<15}",
+        "", "msgs/s", "p50 us", "p99 us", "msgs/s range", "p50 range"
     );
     let row = |n: &str, f: &FanOut| {
+        let (t, p) = (Summary::of(&f.msgs_per_s), Summary::of(&f.p50_us));
         println!(
-            "  {n:<8} {:>12.0} {:>10.1} {:>10.1}",
-            med(&f.msgs_per_s),
-            med(&f.p50_us),
-            med(&f.p99_us)
+            "  {n:<8} {:>12.0} {:>10.1} {:>10.1}   {:<17} {:<15}",
+            t.median,
+            p.median,
+            med(&f.p99_us),
+            format!("{:.0}-{:.0}", t.min, t.max),
+            format!("{:.0}-{:.0}", p.min, p.max)
         );
     };
     row("sparkd", &c.sparkd);
+    if let Some(b) = &c.baseline {
+        row("baseline", b);
+        println!(
+            "  sparkd/baseline: throughput {:.2}x, p50 {:.2}x",
+            med(&c.sparkd.msgs_per_s) / med(&b.msgs_per_s),
+            med(&c.sparkd.p50_us) / med(&b.p50_us)
+        );
+    }
     match &c.redis {
         Some(r) => {
             row("redis", r);
@@ -355,7 +392,7 @@ pub fn json(c: &CollabBench) -> Value {
     };
     json!({
         "messages": c.msgs, "subscribers": SUBSCRIBERS, "payload_bytes": PAYLOAD,
-        "sparkd": f(&c.sparkd), "redis": c.redis.as_ref().map(f),
+        "sparkd": f(&c.sparkd), "baseline": c.baseline.as_ref().map(f), "redis": c.redis.as_ref().map(f),
         "lock_local_us": {"p50": percentile(&c.lock_local_us, 0.5), "p99": percentile(&c.lock_local_us, 0.99)},
         "lock_bridged_us": match &c.lock_bridged_us {
             Ok(v) => json!({"p50": percentile(v, 0.5), "p99": percentile(v, 0.99)}),

@@ -201,14 +201,16 @@ impl Client {
     /// It gives the connection up every few milliseconds, so requests from other threads are not held up
     /// behind a long wait. `Ok(None)` when no event came in time.
     pub fn next_event(&self, wait: Duration) -> Result<Option<Event>> {
+        // An event already queued (a subscriber behind a busy publisher) is taken without reading the clock.
+        if let Some(e) = self.events.pop() {
+            return Ok(Some(e));
+        }
         let deadline = Instant::now() + wait;
+        let mut slice = wait.min(EVENT_WAIT_SLICE);
         loop {
             if let Some(e) = self.events.pop() {
                 return Ok(Some(e));
             }
-            let slice = deadline
-                .saturating_duration_since(Instant::now())
-                .min(EVENT_WAIT_SLICE);
             let idle = if self.waiting.load(Ordering::SeqCst) == 0 {
                 match self.conn.try_lock() {
                     Ok(c) => Some(c),
@@ -225,10 +227,17 @@ impl Client {
             if got.is_some() {
                 return Ok(got);
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Ok(None);
             }
+            slice = left.min(EVENT_WAIT_SLICE);
         }
+    }
+
+    /// An event already queued, if any (no socket read, no clock).
+    pub(crate) fn queued_event(&self) -> Option<Event> {
+        self.events.pop()
     }
 
     /// Round-trip time of a Ping.

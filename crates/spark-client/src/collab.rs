@@ -300,9 +300,15 @@ impl CollabClient<'_> {
 
     /// The next Collab event, waiting up to `wait`; other services' events are skipped.
     pub fn next_event(&self, wait: Duration) -> Result<Option<CollabEvent>> {
+        // Events already queued first: a subscriber behind a busy publisher reads no clock per event.
+        while let Some(e) = self.client.queued_event() {
+            if let Some(c) = CollabEvent::from_event(&e)? {
+                return Ok(Some(c));
+            }
+        }
         let deadline = std::time::Instant::now() + wait;
+        let mut left = wait;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let Some(e) = self.client.next_event(left)? else {
                 return Ok(None);
             };
@@ -312,6 +318,7 @@ impl CollabClient<'_> {
             if left.is_zero() {
                 return Ok(None);
             }
+            left = deadline.saturating_duration_since(std::time::Instant::now());
         }
     }
 }

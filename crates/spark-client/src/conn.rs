@@ -162,7 +162,8 @@ impl Conn {
     /// protocol violation. A frame whose first bytes arrived in time is read whole, under the I/O timeout,
     /// so a slow frame never leaves the stream out of step.
     pub(crate) fn next_event(&mut self, wait: Duration) -> Result<Option<Event>> {
-        let deadline = Instant::now() + wait;
+        // Only a read of the socket needs the deadline.
+        let mut deadline = None;
         loop {
             if let Some(e) = self.events.pop() {
                 return Ok(Some(e));
@@ -171,19 +172,40 @@ impl Conn {
                 self.settle()?;
                 continue;
             }
-            if self.rbuf.is_empty() && !self.fill_within(deadline)? {
-                return Ok(None);
+            if self.rbuf.is_empty() {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + wait);
+                if !self.fill_within(d)? {
+                    return Ok(None);
+                }
             }
             let f = self.read_any_frame()?;
-            if !msg::is_event(f.msg_type) {
-                self.broken = true;
-                return Err(Error::Protocol(format!(
-                    "reply 0x{:04x} on service 0x{:04x} arrived with no request outstanding",
-                    f.msg_type, f.service
-                )));
+            self.queue_unasked(f)?;
+            // The other whole frames of that read are queued too (while they fit: a frame left here is not
+            // lost), so the next calls take them from the queue without coming back here.
+            while self.events.has_room() {
+                match Frame::decode_from(&mut self.rbuf) {
+                    Ok(Some(f)) => self.queue_unasked(f)?,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(e.into());
+                    }
+                }
             }
-            self.queue_event(f);
         }
+    }
+
+    /// Queues an event that came with no request outstanding; anything else breaks the connection.
+    fn queue_unasked(&mut self, f: Frame) -> Result<()> {
+        if !msg::is_event(f.msg_type) {
+            self.broken = true;
+            return Err(Error::Protocol(format!(
+                "reply 0x{:04x} on service 0x{:04x} arrived with no request outstanding",
+                f.msg_type, f.service
+            )));
+        }
+        self.queue_event(f);
+        Ok(())
     }
 
     /// [`Self::fill`] that gives up at `deadline`; returns whether anything arrived.

@@ -5,7 +5,7 @@
 //! idle — puts them in the client's queue; [`EventReceiver`] and `next_event` take them out.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,9 @@ impl Event {
 pub(crate) struct EventQueue {
     events: Mutex<VecDeque<Event>>,
     arrived: Condvar,
+    /// Threads in [`EventQueue::pop_within`]'s wait, counted under the `events` lock: a push signals only
+    /// when someone waits (a condvar signal is a system call even with nobody to wake, once per event).
+    waiting: AtomicUsize,
     capacity: usize,
     dropped: AtomicU64,
 }
@@ -59,6 +62,7 @@ impl EventQueue {
         Arc::new(EventQueue {
             events: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
         })
@@ -77,8 +81,16 @@ impl EventQueue {
             return;
         }
         q.push_back(e);
+        let waiting = self.waiting.load(Ordering::Relaxed) > 0;
         drop(q);
-        self.arrived.notify_one();
+        if waiting {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// Whether one more event fits.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lock().len() < self.capacity
     }
 
     pub(crate) fn pop(&self) -> Option<Event> {
@@ -96,11 +108,13 @@ impl EventQueue {
             if left.is_zero() {
                 return None;
             }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
             q = self
                 .arrived
                 .wait_timeout(q, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -141,6 +141,43 @@ fn a_full_queue_drops_and_counts_new_events() {
     d.join();
 }
 
+#[test]
+fn next_event_takes_a_burst_larger_than_the_queue_without_dropping_any() {
+    // next_event queues the whole frames of a read at once, but only while they fit: the rest stay buffered.
+    let d = FakeDaemon::start(1, |p, f| {
+        if f.msg_type == control::PING {
+            pong(p, &f);
+            for i in 0..6u8 {
+                p.send_frame(service::CONTROL, 0x8002, &[i]);
+            }
+        }
+    });
+    let opts = ClientOptions {
+        event_queue: 2,
+        ..ClientOptions::default()
+    };
+    let c = Client::connect_with(&d.socket, &opts).unwrap();
+    c.send_one_way(
+        &control::Ping { data: Bytes::new() }
+            .to_frame(service::CONTROL)
+            .unwrap(),
+    )
+    .unwrap();
+    let got: Vec<u8> = (0..6)
+        .map(|_| {
+            let e = c
+                .next_event(Duration::from_secs(10))
+                .unwrap()
+                .expect("an event");
+            e.payload[0]
+        })
+        .collect();
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(c.events().dropped(), 0);
+    drop(c);
+    d.join();
+}
+
 fn key() -> ShaderKey {
     ShaderKey {
         source_hash: 7,

@@ -23,6 +23,41 @@ pub struct Event {
     pub service: u16,
     pub msg_type: u16,
     pub payload: Bytes,
+    /// When set, written (little-endian) in place of the payload's first four bytes: one encoded body is then
+    /// shared by every receiver of a fan-out, each with its own leading id (a Collab subscription), instead of
+    /// an encoding and an allocation per receiver.
+    pub head: Option<u32>,
+}
+
+impl Event {
+    pub fn new(service: u16, msg_type: u16, payload: Bytes) -> Event {
+        Event {
+            service,
+            msg_type,
+            payload,
+            head: None,
+        }
+    }
+
+    /// An event whose payload is `body` with its first four bytes replaced by `head` (see [`Event::head`]).
+    /// `body` must be at least four bytes long.
+    pub fn with_head(service: u16, msg_type: u16, body: Bytes, head: u32) -> Event {
+        debug_assert!(body.len() >= 4, "a headed event's body starts with its u32");
+        Event {
+            service,
+            msg_type,
+            payload: body,
+            head: Some(head),
+        }
+    }
+
+    /// The payload as written: the replacing leading bytes, if any, and the rest.
+    pub fn wire_parts(&self) -> (Option<[u8; 4]>, &[u8]) {
+        match self.head {
+            Some(h) if self.payload.len() >= 4 => (Some(h.to_le_bytes()), &self.payload[4..]),
+            _ => (None, &self.payload[..]),
+        }
+    }
 }
 
 /// What became of an event handed to [`EventSender::send`].
@@ -47,9 +82,17 @@ pub struct EventSender {
     shared: Arc<Shared>,
 }
 
+/// Events the writer takes off the channel at once: one release of their slots instead of one per event
+/// (a fan-out brings dozens per wake-up).
+const TAKE_AT_ONCE: usize = 128;
+
 /// The writer's end of the queue.
 pub(crate) struct EventQueue {
     rx: mpsc::Receiver<Event>,
+    /// Taken off the channel, not yet handed out; their bytes still count against the byte bound.
+    taken: std::collections::VecDeque<Event>,
+    /// Where a batch lands first (kept to spare an allocation per batch).
+    batch: Vec<Event>,
     shared: Arc<Shared>,
 }
 
@@ -64,7 +107,12 @@ pub(crate) fn channel() -> (EventSender, EventQueue) {
             tx,
             shared: shared.clone(),
         },
-        EventQueue { rx, shared },
+        EventQueue {
+            rx,
+            taken: std::collections::VecDeque::with_capacity(TAKE_AT_ONCE),
+            batch: Vec::with_capacity(TAKE_AT_ONCE),
+            shared,
+        },
     )
 }
 
@@ -101,11 +149,7 @@ impl EventSender {
     pub fn send_msg<M: Message>(&self, service: u16, m: &M) -> Sent {
         let mut p = BytesMut::new();
         m.encode(&mut p);
-        self.send(Event {
-            service,
-            msg_type: M::TYPE,
-            payload: p.freeze(),
-        })
+        self.send(Event::new(service, M::TYPE, p.freeze()))
     }
 
     /// Queues an event if the connection's queue has room, else hands it back untouched (not counted as
@@ -151,19 +195,34 @@ impl EventSender {
 }
 
 impl EventQueue {
+    /// Cancel-safe: what was taken off the channel stays in `taken`.
     pub(crate) async fn recv(&mut self) -> Option<Event> {
-        let ev = self.rx.recv().await?;
-        self.taken(&ev);
-        Some(ev)
+        if self.taken.is_empty() {
+            self.rx.recv_many(&mut self.batch, TAKE_AT_ONCE).await;
+            self.taken.extend(self.batch.drain(..));
+        }
+        self.pop()
     }
 
     pub(crate) fn try_recv(&mut self) -> Option<Event> {
-        let ev = self.rx.try_recv().ok()?;
-        self.taken(&ev);
+        if self.taken.is_empty() {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            // Only what is there now; the next `recv` registers the writer's real waker.
+            let _ = self
+                .rx
+                .poll_recv_many(&mut cx, &mut self.batch, TAKE_AT_ONCE);
+            self.taken.extend(self.batch.drain(..));
+        }
+        self.pop()
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let ev = self.taken.pop_front()?;
+        self.release(&ev);
         Some(ev)
     }
 
-    fn taken(&self, ev: &Event) {
+    fn release(&self, ev: &Event) {
         self.shared
             .bytes
             .fetch_sub(ev.payload.len(), Ordering::AcqRel);

@@ -28,8 +28,8 @@ pub trait Transport: Read + Send {
     fn set_io_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
     /// Reads what has arrived into `buf`, waiting at most `wait` (zero: do not wait). `Ok(None)` when
-    /// nothing arrived in time; `Ok(Some(0))` at end of stream. Afterwards the I/O timeout set with
-    /// [`Self::set_io_timeout`] is in force again.
+    /// nothing arrived in time; `Ok(Some(0))` at end of stream. Later reads and writes are bounded by the
+    /// I/O timeout set with [`Self::set_io_timeout`] again.
     fn read_within(&mut self, buf: &mut [u8], wait: Duration) -> io::Result<Option<usize>>;
 }
 

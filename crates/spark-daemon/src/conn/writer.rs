@@ -321,7 +321,9 @@ async fn write_event<W: AsyncWrite + Unpin>(
     events: &EventQueue,
     e: Event,
 ) -> std::io::Result<()> {
-    out.parts(e.service, e.msg_type, &[], &e.payload).await?;
+    let (head, rest) = e.wire_parts();
+    let head = head.as_ref().map_or(&[][..], |h| &h[..]);
+    out.parts(e.service, e.msg_type, head, rest).await?;
     let lost = events.take_lost();
     if lost > 0 {
         out.msg(service::CONTROL, &EventsLost { dropped: lost });

@@ -15,7 +15,7 @@ use spark_proto::{ErrorCode, service};
 
 use super::bridge::Bridge;
 use super::bridge::wire::Body;
-use super::queue::{Filter, SubQueue};
+use super::queue::{Filter, SharedMessage, SubQueue};
 use super::session::{Entry, LockChange, Member, Session};
 use super::{CollabConfig, lock};
 use crate::events::EventSender;
@@ -376,20 +376,29 @@ impl Hub {
             .sessions
             .get_mut(session)
             .ok_or_else(|| no_session(session))?;
-        let (publisher, who) = s
-            .member_of(conn)
-            .map(|m| (m.info.member, format!("{}/{}", m.info.client, m.info.user)))
-            .unwrap_or_default();
-        self.forward(
-            s,
-            Body::Msg {
-                publisher,
-                who: who.clone(),
-                flags,
-                topic: topic.to_string(),
-                payload: payload.clone(),
-            },
-        );
+        let member = s.member_of(conn);
+        let publisher = member.map_or(0, |m| m.info.member);
+        let bridged = self.bridge.is_some() && s.shared;
+        // Who published is only kept by a persistent message and sent along by the bridge: no string per
+        // message otherwise.
+        let who = match member {
+            Some(m) if bridged || flags & PUBLISH_PERSISTENT != 0 => {
+                format!("{}/{}", m.info.client, m.info.user)
+            }
+            _ => String::new(),
+        };
+        if bridged {
+            self.forward(
+                s,
+                Body::Msg {
+                    publisher,
+                    who: who.clone(),
+                    flags,
+                    topic: topic.to_string(),
+                    payload: payload.clone(),
+                },
+            );
+        }
         Ok(self.deliver(s, publisher, &who, topic, flags, payload))
     }
 
@@ -409,6 +418,8 @@ impl Hub {
             s.record(ACT_MESSAGE, publisher, who, topic, payload.clone());
         }
         let mut queued = 0;
+        // Encoded on the first match, once for every subscription.
+        let mut shared = None;
         for q in s.subs.values() {
             let Filter::Topic(p) = &q.filter else {
                 continue;
@@ -416,15 +427,18 @@ impl Hub {
             if !topic_matches(p, topic) {
                 continue;
             }
-            let m = TopicMessage {
-                subscription: q.id,
-                session: s.name.clone(),
-                topic: topic.to_string(),
-                publisher,
-                seq,
-                payload: payload.clone(),
-            };
-            if q.offer(&m) {
+            let m = shared.get_or_insert_with(|| {
+                let m = TopicMessage {
+                    subscription: 0,
+                    session: s.name.clone(),
+                    topic: topic.to_string(),
+                    publisher,
+                    seq,
+                    payload: payload.clone(),
+                };
+                SharedMessage::encode(&m, 40 + s.name.len() + topic.len() + payload.len())
+            });
+            if q.offer(m) {
                 queued += 1;
             }
         }
@@ -556,19 +570,24 @@ impl Hub {
 
     /// Tells the key watchers of `s` about a change.
     pub fn kv_changed(&self, s: &Session, key: &str, version: u64, deleted: bool, value: Bytes) {
+        let mut shared = None;
         for q in s.subs.values() {
             let Filter::Kv(p) = &q.filter else { continue };
             if !key.starts_with(p.as_str()) {
                 continue;
             }
-            q.offer(&KvChanged {
-                subscription: q.id,
-                session: s.name.clone(),
-                key: key.to_string(),
-                version,
-                deleted,
-                value: value.clone(),
+            let m = shared.get_or_insert_with(|| {
+                let m = KvChanged {
+                    subscription: 0,
+                    session: s.name.clone(),
+                    key: key.to_string(),
+                    version,
+                    deleted,
+                    value: value.clone(),
+                };
+                SharedMessage::encode(&m, 40 + s.name.len() + key.len() + value.len())
             });
+            q.offer(m);
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use spark_proto::Message;
 use spark_proto::collab::Lagged;
 use spark_proto::service;
@@ -55,10 +55,31 @@ pub struct SubQueue {
 fn encode<M: Message>(m: &M) -> Event {
     let mut p = BytesMut::new();
     m.encode(&mut p);
-    Event {
-        service: service::COLLAB,
-        msg_type: M::TYPE,
-        payload: p.freeze(),
+    Event::new(service::COLLAB, M::TYPE, p.freeze())
+}
+
+/// One fan-out's message, encoded once for all the subscriptions it goes to. Every message a subscription
+/// receives starts with its `u32` subscription id, so each gets an event sharing this body with its own id
+/// written in front ([`Event::with_head`]): no encoding, allocation or string copy per subscriber.
+pub struct SharedMessage {
+    msg_type: u16,
+    body: Bytes,
+}
+
+impl SharedMessage {
+    /// `m` with any subscription id (it is replaced); `size_hint` is roughly its encoded length.
+    pub fn encode<M: Message>(m: &M, size_hint: usize) -> SharedMessage {
+        let mut p = BytesMut::with_capacity(size_hint);
+        m.encode(&mut p);
+        SharedMessage {
+            msg_type: M::TYPE,
+            body: p.freeze(),
+        }
+    }
+
+    /// The event subscription `id` receives.
+    pub fn event_for(&self, id: u32) -> Event {
+        Event::with_head(service::COLLAB, self.msg_type, self.body.clone(), id)
     }
 }
 
@@ -93,8 +114,8 @@ impl SubQueue {
         q
     }
 
-    /// Queues `m` for the subscriber; false (and counted) when its queue is full.
-    pub fn offer<M: Message>(&self, m: &M) -> bool {
+    /// Queues the fan-out's message for the subscriber; false (and counted) when its queue is full.
+    pub fn offer(&self, m: &SharedMessage) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -112,7 +133,7 @@ impl SubQueue {
             });
             s.q.push_back(lagged);
         }
-        let ev = encode(m);
+        let ev = m.event_for(self.id);
         // Fast path: nothing of ours is waiting, so handing this straight to the connection keeps the order
         // and saves the pump a wake-up. A full connection queue sends it through the backlog instead.
         let ev = if s.q.is_empty() && !s.inflight {
@@ -177,5 +198,69 @@ async fn pump(q: Arc<SubQueue>) {
             // notify_one keeps a permit when nobody waits, so an offer between next() and here is not lost.
             None => q.wake.notified().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spark_proto::collab::{KvChanged, TopicMessage};
+
+    use super::*;
+
+    fn bytes_of<M: Message>(m: &M) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        m.encode(&mut b);
+        b.to_vec()
+    }
+
+    /// What the writer sends for an event: its head, if any, then the rest of its payload.
+    fn written(e: &Event) -> Vec<u8> {
+        let (head, rest) = e.wire_parts();
+        let mut v = head.map_or(Vec::new(), |h| h.to_vec());
+        v.extend_from_slice(rest);
+        v
+    }
+
+    #[test]
+    fn a_shared_message_is_written_as_its_own_encoding_for_each_subscription() {
+        let msg = |subscription| TopicMessage {
+            subscription,
+            session: "level1".into(),
+            topic: "cursor/ana".into(),
+            publisher: 0x1234_5678_0000_0001,
+            seq: 42,
+            payload: Bytes::from_static(b"x=1,y=2"),
+        };
+        let shared = SharedMessage::encode(&msg(0), 8);
+        for id in [1, 2, 255, 256, 0xDEAD_BEEF, u32::MAX] {
+            let e = shared.event_for(id);
+            assert_eq!(
+                (e.service, e.msg_type),
+                (service::COLLAB, TopicMessage::TYPE)
+            );
+            assert_eq!(written(&e), bytes_of(&msg(id)), "subscription {id}");
+        }
+        let kv = |subscription| KvChanged {
+            subscription,
+            session: "s".into(),
+            key: "cfg/lod".into(),
+            version: 7,
+            deleted: false,
+            value: Bytes::new(),
+        };
+        let shared = SharedMessage::encode(&kv(0), 0);
+        assert_eq!(written(&shared.event_for(9)), bytes_of(&kv(9)));
+    }
+
+    #[test]
+    fn an_event_without_a_head_is_written_as_it_is() {
+        let e = Event::new(service::COLLAB, 0x8004, Bytes::from_static(b"abcdef"));
+        assert_eq!(written(&e), b"abcdef");
+        // A head on a body too short to hold it is ignored rather than cutting into the body.
+        let e = Event {
+            head: Some(1),
+            ..Event::new(service::COLLAB, 0x8004, Bytes::from_static(b"ab"))
+        };
+        assert_eq!(written(&e), b"ab");
     }
 }

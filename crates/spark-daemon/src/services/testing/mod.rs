@@ -114,11 +114,7 @@ impl TestService {
             payload.resize(size.max(4), 0xEE);
             let payload = payload.freeze();
             for s in &subs {
-                match s.send(Event {
-                    service: ID,
-                    msg_type: EVENT,
-                    payload: payload.clone(),
-                }) {
+                match s.send(Event::new(ID, EVENT, payload.clone())) {
                     Sent::Queued => queued += 1,
                     Sent::Dropped => dropped += 1,
                     Sent::Closed => closed += 1,
@@ -150,11 +146,7 @@ impl TestService {
                 if i == 0 {
                     // Give the writer time to be in the middle of the stream when the event arrives.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    events.send(Event {
-                        service: ID,
-                        msg_type: EVENT,
-                        payload: Bytes::from_static(b"mid-stream"),
-                    });
+                    events.send(Event::new(ID, EVENT, Bytes::from_static(b"mid-stream")));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
