@@ -9,7 +9,6 @@ use hashbrown::{HashTable, hash_table};
 
 use crate::KeyHasher;
 use crate::backend::Location;
-use crate::format::Record;
 
 const SHARDS: usize = 64;
 
@@ -104,6 +103,12 @@ impl Entry {
                 bytes: hot.map(Box::new),
             }),
         })
+    }
+
+    /// A removal marker for replay ([`Index::load_shard`]): "`key` is gone if it still maps to `loc`".
+    /// Never indexed; carried as an entry so a shard's puts and removals stay in one list, in log order.
+    pub fn removal(key: &[u8], loc: Location) -> Arc<Entry> {
+        Entry::new(key, 0, Some(loc), 0, REMOVED, None)
     }
 
     /// Records a use at `tick` (never lowers the tick: a removed entry stays removed).
@@ -214,17 +219,6 @@ impl Index {
         }
     }
 
-    /// Makes room for about `entries` keys in all, so that replaying a large log does not rehash as it goes.
-    pub fn reserve(&self, entries: usize) {
-        let hash = self.hash;
-        for s in self.shards.iter() {
-            s.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .table
-                .reserve(entries / SHARDS, |e| hash.of(&e.key));
-        }
-    }
-
     fn write(&self, h: u64) -> RwLockWriteGuard<'_, Shard> {
         self.shards[shard_of(h)]
             .write()
@@ -274,53 +268,38 @@ impl Index {
         drained
     }
 
-    /// Removes `key` if it maps to an entry at `gone` (a replayed Del record).
-    fn remove_at(&self, key: &[u8], gone: Location) {
+    /// The hash of `key` and the shard it belongs to: replay sorts records by shard with it, then loads
+    /// each shard on its own ([`Index::load_shard`]).
+    pub fn locate(&self, key: &[u8]) -> (u64, usize) {
         let h = self.hash.of(key);
-        let mut s = self.write(h);
-        if s.get(h, key).is_some_and(|e| e.loc == Some(gone)) {
-            s.remove(h, key);
-        }
+        (h, shard_of(h))
     }
 
-    /// Applies one replayed index record to an index being opened.
-    pub fn apply(&self, rec: Record) {
-        match rec {
-            Record::Put {
-                key,
-                file_id,
-                body_len,
-                checksum,
-            } => {
-                // File ids grow with time, so as ticks they order entries by recency of their put.
-                let loc = Location::File { id: file_id };
-                let key = key.into_boxed_slice();
-                self.insert(Entry::new(
-                    key,
-                    body_len,
-                    Some(loc),
-                    checksum,
-                    file_id,
-                    None,
-                ));
+    /// How many shards [`Index::locate`] spreads keys over.
+    pub const SHARDS: usize = SHARDS;
+
+    /// Applies replayed records of shard `shard`, in log order: an entry is a Put of its key, a removal
+    /// marker ([`Entry::removal`]) removes its key if the key still maps to the marker's location. `ops`
+    /// holds each entry with the hash [`Index::locate`] gave its key. Entries that left the index (replaced
+    /// or removed) go to `gone`, so the caller can take them off its totals.
+    pub fn load_shard(&self, shard: usize, ops: Vec<(u64, Arc<Entry>)>, gone: &mut Vec<Arc<Entry>>) {
+        let hash = self.hash;
+        let mut s = self.shards[shard].write().unwrap_or_else(|e| e.into_inner());
+        // Room for every put at once: the table is built without rehashing, and one shard's table stays
+        // in the core's cache while it is filled (inserting into all shards in log order missed it twice
+        // per record).
+        s.table.reserve(ops.len(), |e| hash.of(&e.key));
+        for (h, e) in ops {
+            debug_assert_eq!(shard_of(h), shard);
+            if e.removed() {
+                if s.get(h, &e.key).is_some_and(|cur| cur.loc == e.loc)
+                    && let Some(old) = s.remove(h, &e.key)
+                {
+                    gone.push(old);
+                }
+            } else if let Some(old) = s.insert(h, e, hash) {
+                gone.push(old);
             }
-            Record::Del { key, file_id } => self.remove_at(&key, Location::File { id: file_id }),
-            Record::PutPack {
-                key,
-                pack,
-                offset,
-                body_len,
-                checksum,
-            } => {
-                // Pack ids are blob ids: a pack's records are about as recent as its creation.
-                let loc = Location::Pack { pack, offset };
-                let key = key.into_boxed_slice();
-                self.insert(Entry::new(key, body_len, Some(loc), checksum, pack, None));
-            }
-            Record::DelPack {
-                key, pack, offset, ..
-            } => self.remove_at(&key, Location::Pack { pack, offset }),
-            Record::Reserve { .. } | Record::PackEnd { .. } => {}
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::StoreError;
 use crate::backend::Location;
-use crate::format::{self, INDEX_MAGIC, INDEX_MAGIC_PREFIX, INDEX_MAGIC_V1, Record};
+use crate::format::{self, INDEX_MAGIC, INDEX_MAGIC_PREFIX, INDEX_MAGIC_V1, Record, RecordRef};
 use crate::platform;
 
 pub(crate) struct IndexLog {
@@ -89,11 +89,12 @@ impl IndexLog {
         dir.join("index.log")
     }
 
-    /// Opens (creating if needed) and replays the log, handing each record to `apply` in log order.
+    /// Opens (creating if needed) and replays the log, handing each record to `apply` in log order (its
+    /// key borrowed from the log's bytes: no allocation per record).
     pub fn open(
         dir: &Path,
         fsync: bool,
-        apply: impl FnMut(Record),
+        apply: impl FnMut(RecordRef<'_>),
     ) -> Result<(IndexLog, Replay), StoreError> {
         let path = Self::path(dir);
         let planted = remove_planted_symlink(&path)?;
@@ -223,7 +224,7 @@ fn read_existing(path: &Path) -> Result<Vec<u8>, StoreError> {
 fn replay_bytes(
     path: &Path,
     data: &mut Vec<u8>,
-    apply: impl FnMut(Record),
+    apply: impl FnMut(RecordRef<'_>),
 ) -> Result<(Replay, usize), StoreError> {
     let mut replay = Replay {
         damaged_bytes: 0,
@@ -257,11 +258,15 @@ fn replay_bytes(
 }
 
 /// Applies every valid record after the magic, skipping damage; returns where the last valid record ends.
-fn replay_records(data: &[u8], replay: &mut Replay, mut apply: impl FnMut(Record)) -> usize {
+fn replay_records(
+    data: &[u8],
+    replay: &mut Replay,
+    mut apply: impl FnMut(RecordRef<'_>),
+) -> usize {
     let mut off = INDEX_MAGIC.len();
     let mut good_end = off;
     while off < data.len() {
-        match Record::decode(&data[off..]) {
+        match RecordRef::decode(&data[off..]) {
             Ok((rec, n)) => {
                 if let Some(rec) = rec {
                     apply(rec);
@@ -337,5 +342,5 @@ fn open_for_append(
 
 /// Finds the next offset at or after `from` where a whole valid record starts.
 fn resync(data: &[u8], from: usize) -> Option<usize> {
-    (from..data.len()).find(|&o| Record::decode(&data[o..]).is_ok())
+    (from..data.len()).find(|&o| RecordRef::decode(&data[o..]).is_ok())
 }
