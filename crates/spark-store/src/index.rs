@@ -105,12 +105,6 @@ impl Entry {
         })
     }
 
-    /// A removal marker for replay ([`Index::load_shard`]): "`key` is gone if it still maps to `loc`".
-    /// Never indexed; carried as an entry so a shard's puts and removals stay in one list, in log order.
-    pub fn removal(key: &[u8], loc: Location) -> Arc<Entry> {
-        Entry::new(key, 0, Some(loc), 0, REMOVED, None)
-    }
-
     /// Records a use at `tick` (never lowers the tick: a removed entry stays removed).
     pub fn touch(&self, tick: u64) {
         self.tick.fetch_max(tick, Ordering::Relaxed);
@@ -202,6 +196,19 @@ impl Shard {
     }
 }
 
+/// A replayed index record, as [`Index::load_shard`] applies it (16 bytes: shards list a million).
+pub(crate) enum Replayed {
+    /// The entry's key maps to it.
+    Put(Arc<Entry>),
+    /// The key no longer maps to what is at `loc` (boxed: rare, and it would double the size).
+    Remove(Box<Removal>),
+}
+
+pub(crate) struct Removal {
+    pub key: Key,
+    pub loc: Location,
+}
+
 pub(crate) struct Index {
     shards: Box<[RwLock<Shard>]>,
     hash: KeyHash,
@@ -278,27 +285,27 @@ impl Index {
     /// How many shards [`Index::locate`] spreads keys over.
     pub const SHARDS: usize = SHARDS;
 
-    /// Applies replayed records of shard `shard`, in log order: an entry is a Put of its key, a removal
-    /// marker ([`Entry::removal`]) removes its key if the key still maps to the marker's location. `ops`
-    /// holds each entry with the hash [`Index::locate`] gave its key. Entries that left the index (replaced
-    /// or removed) go to `gone`, so the caller can take them off its totals.
-    pub fn load_shard(&self, shard: usize, ops: Vec<(u64, Arc<Entry>)>, gone: &mut Vec<Arc<Entry>>) {
+    /// Applies replayed records of shard `shard`, in log order, each with the hash [`Index::locate`] gave
+    /// its key. Entries that left the index (replaced or removed) go to `gone`, so the caller can take
+    /// them off its totals.
+    pub fn load_shard(&self, shard: usize, ops: Vec<(u64, Replayed)>, gone: &mut Vec<Arc<Entry>>) {
         let hash = self.hash;
-        let mut s = self.shards[shard].write().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.shards[shard]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         // Room for every put at once: the table is built without rehashing, and one shard's table stays
         // in the core's cache while it is filled (inserting into all shards in log order missed it twice
         // per record).
         s.table.reserve(ops.len(), |e| hash.of(&e.key));
-        for (h, e) in ops {
+        for (h, op) in ops {
             debug_assert_eq!(shard_of(h), shard);
-            if e.removed() {
-                if s.get(h, &e.key).is_some_and(|cur| cur.loc == e.loc)
-                    && let Some(old) = s.remove(h, &e.key)
-                {
-                    gone.push(old);
+            match op {
+                Replayed::Put(e) => gone.extend(s.insert(h, e, hash)),
+                Replayed::Remove(r) => {
+                    if s.get(h, &r.key).is_some_and(|cur| cur.loc == Some(r.loc)) {
+                        gone.extend(s.remove(h, &r.key));
+                    }
                 }
-            } else if let Some(old) = s.insert(h, e, hash) {
-                gone.push(old);
             }
         }
     }

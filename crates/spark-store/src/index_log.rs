@@ -258,11 +258,7 @@ fn replay_bytes(
 }
 
 /// Applies every valid record after the magic, skipping damage; returns where the last valid record ends.
-fn replay_records(
-    data: &[u8],
-    replay: &mut Replay,
-    mut apply: impl FnMut(RecordRef<'_>),
-) -> usize {
+fn replay_records(data: &[u8], replay: &mut Replay, mut apply: impl FnMut(RecordRef<'_>)) -> usize {
     let mut off = INDEX_MAGIC.len();
     let mut good_end = off;
     while off < data.len() {

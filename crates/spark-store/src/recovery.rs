@@ -62,9 +62,12 @@ impl Store {
         };
         let damaged_mid_log = opened.as_ref().is_some_and(|o| o.damaged_mid_log);
         let v1 = opened.as_ref().is_some_and(|o| o.v1);
-        let packs = opened
-            .as_ref()
-            .map(|o| (o.packs.clone(), o.totals.pack_live.clone()));
+        let packs = opened.as_ref().map(|o| {
+            (
+                o.packs.clone(),
+                o.totals.pack_live.clone().into_iter().collect(),
+            )
+        });
         let store = Store::assemble(cfg, index, opened);
         if v1 {
             // Migration of a v1 directory: its blob files are read as they are; only the log is rewritten
@@ -216,17 +219,22 @@ impl Store {
         };
         let own_from = (!before_serving).then_some(disk.ids.first_session);
         let scan = disk.backend.scan(own_from, &mut rep);
-        // The scan lists blob files only: packed entries (most of a large index) need not be collected.
-        let indexed: HashSet<Location> = self
-            .inner
-            .index
-            .each_shard()
-            .flat_map(|s| {
-                s.values()
-                    .filter_map(|e| e.loc.filter(|l| matches!(l, Location::File { .. })))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        // The scan lists blob files only: packed entries (most of a large index) need not be collected, and
+        // with no blob file to look up (a store of small blobs) nothing is: that pass visits every entry,
+        // on a core the first requests after start-up need.
+        let indexed: HashSet<Location> = if scan.blobs.is_empty() {
+            HashSet::new()
+        } else {
+            self.inner
+                .index
+                .each_shard()
+                .flat_map(|s| {
+                    s.values()
+                        .filter_map(|e| e.loc.filter(|l| matches!(l, Location::File { .. })))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
         let unindexed = scan.blobs.into_iter().filter(|l| !indexed.contains(l));
         let orphans = self.sort_orphans(disk, unindexed);
         if before_serving {
