@@ -218,6 +218,9 @@ const KIND_PACK_END: u8 = 7;
 
 /// Record framing: `u32` length of what follows the checksum, `u64` XXH3-64 of it, then the body.
 pub const RECORD_PREFIX: usize = 4 + 8;
+/// Longest encoded record: its prefix and a body of at most a key's length plus 64 bytes (decoding reads no
+/// further, so a reader may hand it a window of this many bytes instead of the whole log).
+pub const MAX_RECORD_LEN: usize = RECORD_PREFIX + MAX_KEY_LEN + 64;
 
 /// Body of a Put record without its key: kind, file id, body length, checksum, key length.
 const PUT_FIXED: usize = 1 + 8 + 8 + 16 + 4;

@@ -5,7 +5,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
     FormatError, KIND_CLEAR, KIND_DEL, KIND_DEL_PACK, KIND_PACK_END, KIND_PUT, KIND_PUT_PACK,
-    KIND_RESERVE, MAX_BODY_LEN, MAX_KEY_LEN, RECORD_PREFIX, Record, pack, valid_file_id,
+    KIND_RESERVE, MAX_BODY_LEN, MAX_KEY_LEN, MAX_RECORD_LEN, RECORD_PREFIX, Record, pack,
+    valid_file_id,
 };
 
 /// A [`Record`] whose key points into the bytes it was decoded from.
@@ -51,7 +52,7 @@ impl<'a> RecordRef<'a> {
             return Err(FormatError::Truncated);
         }
         let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || len > MAX_KEY_LEN + 64 {
+        if len == 0 || len > MAX_RECORD_LEN - RECORD_PREFIX {
             return Err(FormatError::Invalid("record length"));
         }
         let total = RECORD_PREFIX + len;
