@@ -208,7 +208,7 @@ fn remove_planted_symlink(path: &Path) -> Result<bool, StoreError> {
     Ok(planted)
 }
 
-/// The log read front to back through a window of about a megabyte, not into one buffer as big as the log:
+/// The log read front to back through a window of a few hundred KiB, not into one buffer as big as the log:
 /// a million-entry log is 63 MB, which start-up would otherwise fault in, copy and hold while the index is
 /// built (it was a quarter of the peak RSS).
 struct Window {
@@ -220,8 +220,10 @@ struct Window {
     start: usize,
 }
 
-/// Bytes read at a time.
-const WINDOW_CHUNK: usize = 1 << 20;
+/// Bytes read at a time (at most).
+const WINDOW_CHUNK: usize = 256 << 10;
+/// The window's fixed size: the longest record plus a chunk.
+const WINDOW_LEN: usize = MAX_RECORD_LEN + WINDOW_CHUNK;
 
 impl Window {
     fn open(path: &Path) -> Result<Window, StoreError> {
@@ -233,7 +235,7 @@ impl Window {
         Ok(Window {
             path: path.to_path_buf(),
             file,
-            buf: Vec::new(),
+            buf: Vec::with_capacity(WINDOW_LEN),
             start: 0,
         })
     }
@@ -253,14 +255,14 @@ impl Window {
         Ok(&self.buf[from..])
     }
 
-    /// Reads until a chunk beyond the longest record is buffered, or the log ends.
+    /// Fills the window (its size never changes), or reads to the log's end.
     fn fill(&mut self) -> Result<(), StoreError> {
-        while self.buf.len() < MAX_RECORD_LEN + WINDOW_CHUNK {
+        while self.buf.len() < WINDOW_LEN {
             let Some(f) = self.file.as_mut() else {
                 break;
             };
             let have = self.buf.len();
-            self.buf.resize(have + WINDOW_CHUNK, 0);
+            self.buf.resize(WINDOW_LEN, 0);
             let read = f.read(&mut self.buf[have..]);
             self.buf.truncate(have + read.as_ref().map_or(0, |n| *n));
             match read {
