@@ -499,7 +499,7 @@ mod tests {
         while log.len() < 3 * WINDOW_CHUNK + 5000 {
             i += 1;
             // Mostly short keys, some near the longest, so records straddle every window edge.
-            let key_len = if i % 97 == 0 {
+            let key_len = if i.is_multiple_of(97) {
                 MAX_KEY_LEN - (i as usize % 50)
             } else {
                 8 + (i as usize % 30)

@@ -182,7 +182,7 @@ fn load_parallel(
             .filter_map(|_| {
                 std::thread::Builder::new()
                     .name("spark-index-load".into())
-                    .spawn_scoped(s, &work)
+                    .spawn_scoped(s, work)
                     .ok()
             })
             .collect();
@@ -227,7 +227,7 @@ mod tests {
             .map(|_| {
                 let k = next() % keys;
                 // Long and short keys: inline and boxed ones.
-                let key = if k % 5 == 0 {
+                let key = if k.is_multiple_of(5) {
                     vec![k as u8; 40 + (k % 7) as usize]
                 } else {
                     k.to_le_bytes().to_vec()
