@@ -341,6 +341,12 @@ mod tests {
         assert_eq!(&*e.key, &[1u8][..]);
     }
 
+    /// Replay lists every record of a large log before loading it: each must stay a pointer and a tag.
+    #[test]
+    fn a_replayed_record_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Replayed>(), 16);
+    }
+
     #[test]
     fn keys_read_back_inline_or_not() {
         for len in [0, 1, 10, INLINE_KEY, INLINE_KEY + 1, 4097] {

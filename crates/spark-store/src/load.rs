@@ -1,8 +1,8 @@
 //! Loading a replayed index log into the [`Index`], fast enough that a million entries serve within half a
 //! second of starting.
 //!
-//! Two passes. Replay hands each record over in log order; [`Loader::add`] makes its entry (or removal
-//! marker) and files it under its key's shard, in log order. [`Loader::finish`] then loads shard by shard,
+//! Two passes. Replay hands each record over in log order; [`Loader::add`] makes its entry (or a removal)
+//! and files it under its key's shard, in log order. [`Loader::finish`] then loads shard by shard,
 //! over a few threads: a key always falls in one shard, so its records still apply in log order, and one
 //! shard's table fits the core's cache while it is filled. Inserting into all shards as records came was
 //! two cache misses per record, most of a large store's start-up.
