@@ -43,6 +43,7 @@ pub fn json_report(
             "value_bytes": s.value_bytes,
             "first_hit_s": Summary::of(&s.reps.iter().map(|r| r.first_hit_s).collect::<Vec<_>>()).json(),
             "rss_at_first_hit_kib": s.reps.iter().map(|r| r.rss_at_first_hit_kib).collect::<Vec<_>>(),
+            "cpu_at_first_hit_ms": s.reps.iter().map(|r| r.cpu_at_first_hit_ms).collect::<Vec<_>>(),
             "vmhwm_after_settle_kib": s.reps.iter().map(|r| r.hwm_after_settle_kib).collect::<Vec<_>>(),
         })),
         "big_rss": res.big_rss.as_ref().map(|r| json!({

@@ -159,8 +159,18 @@ fn memory_lines(res: &Results) {
             .iter()
             .map(|r| r.rss_at_first_hit_kib as f64 / 1024.0)
             .collect();
+        let cpu: Vec<f64> = s
+            .reps
+            .iter()
+            .filter_map(|r| r.cpu_at_first_hit_ms)
+            .collect();
+        let cpu = if cpu.is_empty() {
+            String::new()
+        } else {
+            format!("; CPU to first hit {} ms", fmt_range(Summary::of(&cpu)))
+        };
         println!(
-            "start-up, {} entries x {} B: first hit {} ms; RSS at first hit {} MiB; VmHWM after settling {} MiB",
+            "start-up, {} entries x {} B: first hit {} ms{cpu}; RSS at first hit {} MiB; VmHWM after settling {} MiB",
             s.entries,
             s.value_bytes,
             fmt_range(Summary::of(&v)),

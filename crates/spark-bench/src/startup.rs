@@ -22,6 +22,8 @@ const NS: u64 = 3 << 56;
 pub struct StartupRep {
     pub first_hit_s: f64,
     pub rss_at_first_hit_kib: u64,
+    /// CPU time (user + system, every thread) sparkd used until the first hit; `None` off Linux.
+    pub cpu_at_first_hit_ms: Option<f64>,
     pub hwm_after_settle_kib: u64,
     pub entries: u64,
 }
@@ -146,6 +148,7 @@ pub fn run_once(
     };
     let pid = d.proc.pid();
     let rss_at_first_hit_kib = status_kib(pid, "VmRSS");
+    let cpu_at_first_hit_ms = cpu_ms(pid);
     std::thread::sleep(settle);
     let hwm_after_settle_kib = status_kib(pid, "VmHWM");
     let entries_seen = d.client()?.shader().stats()?.entries;
@@ -153,7 +156,20 @@ pub fn run_once(
     Ok(StartupRep {
         first_hit_s: first_hit.as_secs_f64(),
         rss_at_first_hit_kib,
+        cpu_at_first_hit_ms,
         hwm_after_settle_kib,
         entries: entries_seen,
     })
+}
+
+/// User + system CPU time of process `pid` (all its threads) from `/proc/PID/stat`: on a shared machine the
+/// wall-clock start-up moves with the load, the CPU it took much less.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis):
+    // utime and stime are the 14th and 15th fields of the line, the 12th and 13th after it.
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    // In clock ticks of USER_HZ, which is 100 on every Linux ABI this runs on.
+    Some(ticks as f64 * 10.0)
 }

@@ -9,7 +9,6 @@ use hashbrown::{HashTable, hash_table};
 
 use crate::KeyHasher;
 use crate::backend::Location;
-use crate::format::Record;
 
 const SHARDS: usize = 64;
 
@@ -197,6 +196,19 @@ impl Shard {
     }
 }
 
+/// A replayed index record, as [`Index::load_shard`] applies it (16 bytes: shards list a million).
+pub(crate) enum Replayed {
+    /// The entry's key maps to it.
+    Put(Arc<Entry>),
+    /// The key no longer maps to what is at `loc` (boxed: rare, and it would double the size).
+    Remove(Box<Removal>),
+}
+
+pub(crate) struct Removal {
+    pub key: Key,
+    pub loc: Location,
+}
+
 pub(crate) struct Index {
     shards: Box<[RwLock<Shard>]>,
     hash: KeyHash,
@@ -211,17 +223,6 @@ impl Index {
         Index {
             shards,
             hash: KeyHash(hasher),
-        }
-    }
-
-    /// Makes room for about `entries` keys in all, so that replaying a large log does not rehash as it goes.
-    pub fn reserve(&self, entries: usize) {
-        let hash = self.hash;
-        for s in self.shards.iter() {
-            s.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .table
-                .reserve(entries / SHARDS, |e| hash.of(&e.key));
         }
     }
 
@@ -274,53 +275,38 @@ impl Index {
         drained
     }
 
-    /// Removes `key` if it maps to an entry at `gone` (a replayed Del record).
-    fn remove_at(&self, key: &[u8], gone: Location) {
+    /// The hash of `key` and the shard it belongs to: replay sorts records by shard with it, then loads
+    /// each shard on its own ([`Index::load_shard`]).
+    pub fn locate(&self, key: &[u8]) -> (u64, usize) {
         let h = self.hash.of(key);
-        let mut s = self.write(h);
-        if s.get(h, key).is_some_and(|e| e.loc == Some(gone)) {
-            s.remove(h, key);
-        }
+        (h, shard_of(h))
     }
 
-    /// Applies one replayed index record to an index being opened.
-    pub fn apply(&self, rec: Record) {
-        match rec {
-            Record::Put {
-                key,
-                file_id,
-                body_len,
-                checksum,
-            } => {
-                // File ids grow with time, so as ticks they order entries by recency of their put.
-                let loc = Location::File { id: file_id };
-                let key = key.into_boxed_slice();
-                self.insert(Entry::new(
-                    key,
-                    body_len,
-                    Some(loc),
-                    checksum,
-                    file_id,
-                    None,
-                ));
+    /// How many shards [`Index::locate`] spreads keys over.
+    pub const SHARDS: usize = SHARDS;
+
+    /// Applies replayed records of shard `shard`, in log order, each with the hash [`Index::locate`] gave
+    /// its key. Entries that left the index (replaced or removed) go to `gone`, so the caller can take
+    /// them off its totals.
+    pub fn load_shard(&self, shard: usize, ops: Vec<(u64, Replayed)>, gone: &mut Vec<Arc<Entry>>) {
+        let hash = self.hash;
+        let mut s = self.shards[shard]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        // Room for every put at once: the table is built without rehashing, and one shard's table stays
+        // in the core's cache while it is filled (inserting into all shards in log order missed it twice
+        // per record).
+        s.table.reserve(ops.len(), |e| hash.of(&e.key));
+        for (h, op) in ops {
+            debug_assert_eq!(shard_of(h), shard);
+            match op {
+                Replayed::Put(e) => gone.extend(s.insert(h, e, hash)),
+                Replayed::Remove(r) => {
+                    if s.get(h, &r.key).is_some_and(|cur| cur.loc == Some(r.loc)) {
+                        gone.extend(s.remove(h, &r.key));
+                    }
+                }
             }
-            Record::Del { key, file_id } => self.remove_at(&key, Location::File { id: file_id }),
-            Record::PutPack {
-                key,
-                pack,
-                offset,
-                body_len,
-                checksum,
-            } => {
-                // Pack ids are blob ids: a pack's records are about as recent as its creation.
-                let loc = Location::Pack { pack, offset };
-                let key = key.into_boxed_slice();
-                self.insert(Entry::new(key, body_len, Some(loc), checksum, pack, None));
-            }
-            Record::DelPack {
-                key, pack, offset, ..
-            } => self.remove_at(&key, Location::Pack { pack, offset }),
-            Record::Reserve { .. } | Record::PackEnd { .. } => {}
         }
     }
 
@@ -353,6 +339,12 @@ mod tests {
         let e = Entry::new(&[1u8][..], 1, None, u128::MAX - 5, 0, None);
         assert_eq!(e.checksum(), u128::MAX - 5);
         assert_eq!(&*e.key, &[1u8][..]);
+    }
+
+    /// Replay lists every record of a large log before loading it: each must stay a pointer and a tag.
+    #[test]
+    fn a_replayed_record_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Replayed>(), 16);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::StoreError;
 use crate::backend::Location;
-use crate::format::{self, INDEX_MAGIC, INDEX_MAGIC_PREFIX, INDEX_MAGIC_V1, Record};
+use crate::format::{
+    self, INDEX_MAGIC, INDEX_MAGIC_PREFIX, INDEX_MAGIC_V1, MAX_RECORD_LEN, Record, RecordRef,
+};
 use crate::platform;
 
 pub(crate) struct IndexLog {
@@ -89,18 +91,20 @@ impl IndexLog {
         dir.join("index.log")
     }
 
-    /// Opens (creating if needed) and replays the log, handing each record to `apply` in log order.
+    /// Opens (creating if needed) and replays the log, handing each record to `apply` in log order (its
+    /// key borrowed from the log's bytes: no allocation per record).
     pub fn open(
         dir: &Path,
         fsync: bool,
-        apply: impl FnMut(Record),
+        apply: impl FnMut(RecordRef<'_>),
     ) -> Result<(IndexLog, Replay), StoreError> {
         let path = Self::path(dir);
         let planted = remove_planted_symlink(&path)?;
-        let mut data = read_existing(&path)?;
-        let (mut replay, good_end) = replay_bytes(&path, &mut data, apply)?;
+        let mut window = Window::open(&path)?;
+        let (mut replay, read) = replay_bytes(&path, &mut window, apply)?;
+        drop(window);
         replay.damaged_mid_log |= planted;
-        let file = open_for_append(&path, &data, good_end, &replay, fsync)?;
+        let file = open_for_append(&path, &read, &replay, fsync)?;
         let len = file.len;
         Ok((
             IndexLog {
@@ -204,59 +208,142 @@ fn remove_planted_symlink(path: &Path) -> Result<bool, StoreError> {
     Ok(planted)
 }
 
-/// The log's bytes; empty when there is none yet.
-fn read_existing(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let mut data = Vec::new();
-    match platform::open_no_follow(OpenOptions::new().read(true), path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut data)
-                .map_err(|e| StoreError::io("read", path, e))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io("open", path, e)),
-    }
-    Ok(data)
+/// The log read front to back through a window of a few hundred KiB, not into one buffer as big as the log:
+/// a million-entry log is 63 MB, which start-up would otherwise fault in, copy and hold while the index is
+/// built (it was a quarter of the peak RSS).
+struct Window {
+    path: PathBuf,
+    /// `None` once the end is reached (or when there is no log).
+    file: Option<File>,
+    buf: Vec<u8>,
+    /// Offset in the log of `buf[0]`.
+    start: usize,
 }
 
-/// Checks the magic and replays the records after it. Returns what replay found and where the last valid
-/// record ends; `data` is emptied when the log must start afresh (missing, cut short, or a damaged header).
+/// Bytes read at a time (at most).
+const WINDOW_CHUNK: usize = 256 << 10;
+/// The window's fixed size: the longest record plus a chunk.
+const WINDOW_LEN: usize = MAX_RECORD_LEN + WINDOW_CHUNK;
+
+impl Window {
+    fn open(path: &Path) -> Result<Window, StoreError> {
+        let file = match platform::open_no_follow(OpenOptions::new().read(true), path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::io("open", path, e)),
+        };
+        Ok(Window {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::with_capacity(WINDOW_LEN),
+            start: 0,
+        })
+    }
+
+    /// The log's bytes from `pos` on: at least [`MAX_RECORD_LEN`] of them unless the log ends sooner, so a
+    /// record decodes from them exactly as from the whole log. `pos` never goes backwards: bytes before it
+    /// are dropped.
+    fn at(&mut self, pos: usize) -> Result<&[u8], StoreError> {
+        debug_assert!(pos >= self.start);
+        if self.start + self.buf.len() < pos + MAX_RECORD_LEN && self.file.is_some() {
+            let consumed = (pos - self.start).min(self.buf.len());
+            self.buf.drain(..consumed);
+            self.start += consumed;
+            self.fill()?;
+        }
+        let from = (pos - self.start).min(self.buf.len());
+        Ok(&self.buf[from..])
+    }
+
+    /// Fills the window (its size never changes), or reads to the log's end.
+    fn fill(&mut self) -> Result<(), StoreError> {
+        while self.buf.len() < WINDOW_LEN {
+            let Some(f) = self.file.as_mut() else {
+                break;
+            };
+            let have = self.buf.len();
+            self.buf.resize(WINDOW_LEN, 0);
+            let read = f.read(&mut self.buf[have..]);
+            self.buf.truncate(have + read.as_ref().map_or(0, |n| *n));
+            match read {
+                Ok(0) => self.file = None,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StoreError::io("read", &self.path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The log's length (reading what is left of it).
+    fn len(&mut self) -> Result<usize, StoreError> {
+        while self.file.is_some() {
+            let end = self.start + self.buf.len();
+            self.at(end)?;
+        }
+        Ok(self.start + self.buf.len())
+    }
+}
+
+/// Where replay left the log: its length, where its last valid record ends, and whether it must start
+/// afresh (missing, cut short, or a damaged header).
+struct ReadLog {
+    len: usize,
+    good_end: usize,
+    fresh: bool,
+}
+
+/// Checks the magic and replays the records after it.
 fn replay_bytes(
     path: &Path,
-    data: &mut Vec<u8>,
-    apply: impl FnMut(Record),
-) -> Result<(Replay, usize), StoreError> {
+    log: &mut Window,
+    apply: impl FnMut(RecordRef<'_>),
+) -> Result<(Replay, ReadLog), StoreError> {
     let mut replay = Replay {
         damaged_bytes: 0,
         damaged_mid_log: false,
         v1: false,
     };
-    if data.len() < INDEX_MAGIC.len() {
+    let head = log.at(0)?;
+    let magic = head.get(..INDEX_MAGIC.len());
+    let mut good_end = INDEX_MAGIC.len();
+    let fresh = match magic {
         // Missing, or cut short while being created: start afresh.
-        replay.damaged_bytes = data.len() as u64;
-        data.clear();
-    } else if &data[..INDEX_MAGIC.len()] == INDEX_MAGIC_V1 {
-        replay.v1 = true;
-        let good_end = replay_records(data, &mut replay, apply);
-        return Ok((replay, good_end));
-    } else if &data[..INDEX_MAGIC.len()] != INDEX_MAGIC {
-        if claims_newer_version(&data[..INDEX_MAGIC.len()])
-            && !starts_with_current_record(&data[INDEX_MAGIC.len()..])
+        None => {
+            replay.damaged_bytes = head.len() as u64;
+            true
+        }
+        Some(m) if m == INDEX_MAGIC || m == INDEX_MAGIC_V1 => {
+            replay.v1 = m == INDEX_MAGIC_V1;
+            good_end = replay_records(log, &mut replay, apply)?;
+            false
+        }
+        Some(m)
+            if claims_newer_version(m)
+                && !starts_with_current_record(&head[INDEX_MAGIC.len()..]) =>
         {
             return Err(StoreError::NewerFormat {
                 path: path.to_path_buf(),
-                found: String::from_utf8_lossy(&data[..INDEX_MAGIC.len()]).into_owned(),
+                found: String::from_utf8_lossy(m).into_owned(),
             });
         }
         // A damaged header (bytes that name no later version, or a later version followed by records of
         // this one: a flipped version digit): everything in it is suspect, recover from the blob files.
-        replay.damaged_bytes = data.len() as u64;
-        replay.damaged_mid_log = true;
-        data.clear();
-    } else {
-        let good_end = replay_records(data, &mut replay, apply);
-        return Ok((replay, good_end));
-    }
-    Ok((replay, INDEX_MAGIC.len()))
+        Some(_) => {
+            replay.damaged_bytes = log.len()? as u64;
+            replay.damaged_mid_log = true;
+            true
+        }
+    };
+    let len = log.len()?;
+    Ok((
+        replay,
+        ReadLog {
+            len,
+            good_end,
+            fresh,
+        },
+    ))
 }
 
 /// Whether a magic names a later version of this log (`SPKIDX` and two digits above ours): refused with
@@ -277,11 +364,19 @@ fn starts_with_current_record(body: &[u8]) -> bool {
 }
 
 /// Applies every valid record after the magic, skipping damage; returns where the last valid record ends.
-fn replay_records(data: &[u8], replay: &mut Replay, mut apply: impl FnMut(Record)) -> usize {
+fn replay_records(
+    log: &mut Window,
+    replay: &mut Replay,
+    mut apply: impl FnMut(RecordRef<'_>),
+) -> Result<usize, StoreError> {
     let mut off = INDEX_MAGIC.len();
     let mut good_end = off;
-    while off < data.len() {
-        match Record::decode(&data[off..]) {
+    loop {
+        let data = log.at(off)?;
+        if data.is_empty() {
+            break;
+        }
+        match RecordRef::decode(data) {
             Ok((rec, n)) => {
                 if let Some(rec) = rec {
                     apply(rec);
@@ -289,20 +384,20 @@ fn replay_records(data: &[u8], replay: &mut Replay, mut apply: impl FnMut(Record
                 off += n;
                 good_end = off;
             }
-            Err(_) => match resync(data, off + 1) {
+            Err(_) => match resync(log, off + 1)? {
                 Some(next) => {
                     replay.damaged_bytes += (next - off) as u64;
                     replay.damaged_mid_log = true;
                     off = next;
                 }
                 None => {
-                    replay.damaged_bytes += (data.len() - off) as u64;
+                    replay.damaged_bytes += (log.len()? - off) as u64;
                     break;
                 }
             },
         }
     }
-    good_end
+    Ok(good_end)
 }
 
 struct Appendable {
@@ -314,11 +409,11 @@ struct Appendable {
 /// a torn tail, so new records never follow garbage.
 fn open_for_append(
     path: &Path,
-    data: &[u8],
-    mut good_end: usize,
+    read: &ReadLog,
     replay: &Replay,
     fsync: bool,
 ) -> Result<Appendable, StoreError> {
+    let mut good_end = read.good_end;
     let mut file = platform::open_no_follow(
         OpenOptions::new()
             .create(true)
@@ -328,19 +423,19 @@ fn open_for_append(
         path,
     )
     .map_err(|e| StoreError::io("open", path, e))?;
-    if data.is_empty() {
+    if read.fresh {
         file.set_len(0)
             .map_err(|e| StoreError::io("truncate", path, e))?;
         file.write_all(INDEX_MAGIC)
             .map_err(|e| StoreError::io("write", path, e))?;
         good_end = INDEX_MAGIC.len();
-    } else if good_end < data.len() {
+    } else if good_end < read.len {
         // Mid-log damage stays until the store rewrites the log (it recovers from the blob files first).
         if !replay.damaged_mid_log {
             file.set_len(good_end as u64)
                 .map_err(|e| StoreError::io("truncate", path, e))?;
         } else {
-            good_end = data.len();
+            good_end = read.len;
         }
     }
     file.seek(SeekFrom::Start(good_end as u64))
@@ -356,6 +451,118 @@ fn open_for_append(
 }
 
 /// Finds the next offset at or after `from` where a whole valid record starts.
-fn resync(data: &[u8], from: usize) -> Option<usize> {
-    (from..data.len()).find(|&o| Record::decode(&data[o..]).is_ok())
+fn resync(log: &mut Window, from: usize) -> Result<Option<usize>, StoreError> {
+    let mut o = from;
+    loop {
+        let data = log.at(o)?;
+        if data.is_empty() {
+            return Ok(None);
+        }
+        if RecordRef::decode(data).is_ok() {
+            return Ok(Some(o));
+        }
+        o += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::MAX_KEY_LEN;
+
+    /// Replay over the whole log in one buffer, as it was before the window: what the window must equal.
+    fn replay_whole(data: &[u8]) -> (Vec<Record>, u64, bool, usize) {
+        let (mut recs, mut damaged, mut mid) = (Vec::new(), 0u64, false);
+        let mut off = INDEX_MAGIC.len();
+        let mut good_end = off;
+        while off < data.len() {
+            match RecordRef::decode(&data[off..]) {
+                Ok((rec, n)) => {
+                    recs.extend(rec.map(RecordRef::to_owned));
+                    off += n;
+                    good_end = off;
+                }
+                Err(_) => {
+                    let next =
+                        (off + 1..data.len()).find(|&o| RecordRef::decode(&data[o..]).is_ok());
+                    damaged += (next.unwrap_or(data.len()) - off) as u64;
+                    mid |= next.is_some();
+                    match next {
+                        Some(n) => off = n,
+                        None => break,
+                    }
+                }
+            }
+        }
+        (recs, damaged, mid, good_end)
+    }
+
+    fn replay_windowed(path: &Path) -> (Vec<Record>, u64, bool, usize, usize) {
+        let mut w = Window::open(path).unwrap();
+        let mut recs = Vec::new();
+        let (replay, read) = replay_bytes(path, &mut w, |r| recs.push(r.to_owned())).unwrap();
+        assert!(!read.fresh);
+        (
+            recs,
+            replay.damaged_bytes,
+            replay.damaged_mid_log,
+            read.good_end,
+            read.len,
+        )
+    }
+
+    /// A log of several windows, damaged at window boundaries, inside a long record, and torn at the end,
+    /// replays through the window exactly as through one buffer.
+    #[test]
+    fn a_log_read_through_the_window_replays_as_read_whole() {
+        let mut log = INDEX_MAGIC.to_vec();
+        let mut i = 0u64;
+        while log.len() < 3 * WINDOW_CHUNK + 5000 {
+            i += 1;
+            // Mostly short keys, some near the longest, so records straddle every window edge.
+            let key_len = if i.is_multiple_of(97) {
+                MAX_KEY_LEN - (i as usize % 50)
+            } else {
+                8 + (i as usize % 30)
+            };
+            Record::PutPack {
+                key: vec![i as u8; key_len],
+                pack: 1 + i % 3,
+                offset: 4096 + i as u32,
+                body_len: i,
+                checksum: u128::from(i),
+            }
+            .encode(&mut log);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.log");
+        let clean = log.clone();
+        let flips = [
+            WINDOW_CHUNK - 3,
+            WINDOW_CHUNK + MAX_RECORD_LEN,
+            2 * WINDOW_CHUNK + 10,
+            2 * WINDOW_CHUNK + 11,
+            2 * WINDOW_CHUNK + 40_000,
+        ];
+        for (case, damage) in [vec![], flips.to_vec()].into_iter().enumerate() {
+            for torn in [0, 7] {
+                let mut data = clean.clone();
+                for &at in &damage {
+                    data[at] ^= 0x5a;
+                }
+                data.truncate(data.len() - torn);
+                std::fs::write(&path, &data).unwrap();
+                let (recs, damaged, mid, good_end) = replay_whole(&data);
+                let got = replay_windowed(&path);
+                assert_eq!(
+                    got,
+                    (recs.clone(), damaged, mid, good_end, data.len()),
+                    "case {case}, torn {torn}"
+                );
+                assert!(recs.len() > 1000);
+                assert_eq!(mid, !damage.is_empty());
+                assert_eq!(damaged > 0, !damage.is_empty() || torn > 0);
+            }
+        }
+    }
 }

@@ -53,6 +53,7 @@ pub mod format;
 mod group;
 mod index;
 mod index_log;
+mod load;
 mod lru;
 mod operator;
 mod platform;

@@ -3,6 +3,9 @@
 //! `docs/storage.md`.
 
 pub mod pack;
+mod view;
+
+pub use view::RecordRef;
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
@@ -215,6 +218,9 @@ const KIND_PACK_END: u8 = 7;
 
 /// Record framing: `u32` length of what follows the checksum, `u64` XXH3-64 of it, then the body.
 pub const RECORD_PREFIX: usize = 4 + 8;
+/// Longest encoded record: its prefix and a body of at most a key's length plus 64 bytes (decoding reads no
+/// further, so a reader may hand it a window of this many bytes instead of the whole log).
+pub const MAX_RECORD_LEN: usize = RECORD_PREFIX + MAX_KEY_LEN + 64;
 
 /// Body of a Put record without its key: kind, file id, body length, checksum, key length.
 const PUT_FIXED: usize = 1 + 8 + 8 + 16 + 4;
@@ -323,174 +329,8 @@ impl Record {
     /// Parses the record at the start of `b`; returns it and its encoded length. `None`: a valid record
     /// with nothing to apply (a v1 Clear, which no sparkd writes; replay skips it).
     pub fn decode(b: &[u8]) -> Result<(Option<Record>, usize), FormatError> {
-        if b.len() < RECORD_PREFIX {
-            return Err(FormatError::Truncated);
-        }
-        let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || len > MAX_KEY_LEN + 64 {
-            return Err(FormatError::Invalid("record length"));
-        }
-        let total = RECORD_PREFIX + len;
-        if b.len() < total {
-            return Err(FormatError::Truncated);
-        }
-        let sum = u64::from_le_bytes(b[4..12].try_into().expect("8 bytes"));
-        let body = &b[RECORD_PREFIX..total];
-        if xxh3_64(body) != sum {
-            return Err(FormatError::Checksum);
-        }
-        let mut r = Cursor { b: body, pos: 0 };
-        let rec = match r.u8()? {
-            KIND_PUT => {
-                let file_id = r.u64()?;
-                let body_len = r.u64()?;
-                let checksum = r.u128()?;
-                let key = r.key()?;
-                Record::Put {
-                    key,
-                    file_id,
-                    body_len,
-                    checksum,
-                }
-            }
-            KIND_DEL => {
-                let file_id = r.u64()?;
-                let key = r.key()?;
-                Record::Del { key, file_id }
-            }
-            KIND_CLEAR => {
-                if r.pos != body.len() {
-                    return Err(FormatError::Invalid("record has trailing bytes"));
-                }
-                return Ok((None, total));
-            }
-            KIND_RESERVE => Record::Reserve { up_to: r.u64()? },
-            KIND_PUT_PACK => {
-                let pack = r.u64()?;
-                let offset = r.u32()?;
-                let body_len = r.u64()?;
-                let checksum = r.u128()?;
-                let key = r.key()?;
-                Record::PutPack {
-                    key,
-                    pack,
-                    offset,
-                    body_len,
-                    checksum,
-                }
-            }
-            KIND_DEL_PACK => {
-                let pack = r.u64()?;
-                let offset = r.u32()?;
-                let len = r.u32()?;
-                let key = r.key()?;
-                Record::DelPack {
-                    key,
-                    pack,
-                    offset,
-                    len,
-                }
-            }
-            KIND_PACK_END => Record::PackEnd {
-                pack: r.u64()?,
-                end: r.u32()?,
-            },
-            _ => return Err(FormatError::Invalid("record kind")),
-        };
-        if r.pos != body.len() {
-            return Err(FormatError::Invalid("record has trailing bytes"));
-        }
-        rec.check_fields()?;
-        Ok((Some(rec), total))
-    }
-
-    /// A checksum only proves the bytes were written as they are; these field values were never written by a
-    /// store, and would break its accounting (found by fuzzing index replay).
-    fn check_fields(&self) -> Result<(), FormatError> {
-        match self {
-            Record::Put {
-                file_id, body_len, ..
-            } if !valid_file_id(*file_id) || *body_len > MAX_BODY_LEN => {
-                return Err(FormatError::Invalid("put record file id or length"));
-            }
-            Record::Del { file_id, .. } if !valid_file_id(*file_id) => {
-                return Err(FormatError::Invalid("del record file id"));
-            }
-            Record::PutPack {
-                key,
-                pack,
-                offset,
-                body_len,
-                ..
-            } if !valid_file_id(*pack)
-                || (*offset as usize) < pack::PACK_HEADER_LEN
-                || *body_len > pack::MAX_PACKED_BODY
-                || pack::record_len(key.len(), *body_len) > u64::from(u32::MAX) =>
-            {
-                return Err(FormatError::Invalid(
-                    "put-pack record pack, offset or length",
-                ));
-            }
-            Record::DelPack {
-                key,
-                pack,
-                offset,
-                len,
-            } if !valid_file_id(*pack)
-                || (*offset as usize) < pack::PACK_HEADER_LEN
-                || u64::from(*len) < pack::record_len(key.len(), 0) =>
-            {
-                return Err(FormatError::Invalid(
-                    "del-pack record pack, offset or length",
-                ));
-            }
-            Record::PackEnd { pack, .. } if !valid_file_id(*pack) => {
-                return Err(FormatError::Invalid("pack-end record pack"));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], FormatError> {
-        let s = self
-            .b
-            .get(self.pos..self.pos + n)
-            .ok_or(FormatError::Truncated)?;
-        self.pos += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, FormatError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, FormatError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn u128(&mut self) -> Result<u128, FormatError> {
-        Ok(u128::from_le_bytes(
-            self.take(16)?.try_into().expect("16 bytes"),
-        ))
-    }
-    fn key(&mut self) -> Result<Vec<u8>, FormatError> {
-        let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
-        if n > MAX_KEY_LEN {
-            return Err(FormatError::Invalid("key length"));
-        }
-        Ok(self.take(n)?.to_vec())
+        let (rec, n) = RecordRef::decode(b)?;
+        Ok((rec.map(RecordRef::to_owned), n))
     }
 }
 
