@@ -80,6 +80,8 @@ pub struct ShaderBench {
 /// What the compile group measured.
 #[derive(Default)]
 pub struct CompileBench {
+    /// A Ping round trip on the same connection (median): the floor under any request, warm hits included.
+    pub ping_us: f64,
     pub shaders: Vec<ShaderBench>,
     /// (pool size, permutations per second) for the 1,000-permutation batch.
     pub batch: Vec<(usize, f64)>,
@@ -141,6 +143,12 @@ pub fn run(cx: &Ctx) -> Result<Option<CompileBench>> {
     let mut b = CompileBench::default();
     let d = Sparkd::start(&cx.spec)?;
     let c = d.client()?;
+    let iters = if cx.a.smoke { 5 } else { 200 };
+    b.ping_us = median(
+        (0..iters)
+            .map(|_| c.ping().map(|t| t.as_secs_f64() * 1e6))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     for s in [&TOY, &PBR] {
         b.shaders.push(one_shader(cx, &c, s)?);
     }
@@ -336,6 +344,10 @@ fn get_loop(d: &Sparkd) -> Result<GetLoop> {
 pub fn print(b: &CompileBench) {
     println!();
     println!("compile (GLSL fragment shaders with includes, naga unless noted; medians):");
+    println!(
+        "  ping round trip (the floor under any request)  {:.1} us",
+        b.ping_us
+    );
     for s in &b.shaders {
         println!("  {}", s.name);
         println!(
@@ -368,6 +380,7 @@ pub fn print(b: &CompileBench) {
 
 pub fn json(b: &CompileBench) -> Value {
     json!({
+        "ping_us": b.ping_us,
         "shaders": b.shaders.iter().map(|s| json!({
             "name": s.name, "warm_hit_us": s.warm_hit_us, "naga_us": s.naga_us, "glslang_us": s.glslang_us,
             "cold_daemon_us": s.cold_daemon_us, "cold_naga_us": s.cold_naga_us,

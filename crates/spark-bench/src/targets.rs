@@ -104,7 +104,10 @@ fn compile(res: &Results, t: &mut Vec<Target>) {
             Some(s.naga_us / s.warm_hit_us),
             5.0,
             true,
-            format!("{:.0} us vs {:.0} us", s.warm_hit_us, s.naga_us),
+            format!(
+                "{:.0} us vs {:.0} us (ping {:.0} us)",
+                s.warm_hit_us, s.naga_us, c.ping_us
+            ),
         ));
         t.push(Target::ratio(
             format!("compile {}: warm hit vs glslangValidator", s.name),
