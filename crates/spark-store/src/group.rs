@@ -100,9 +100,11 @@ impl Store {
     }
 
     /// Writes one put in the calling thread as a batch of its own, if no batch or compaction holds the batch
-    /// lock; otherwise gives the job back untouched (the caller queues it). With fast durability and an idle
-    /// writer this is the put the writer would have taken alone, minus the two thread hand-offs (to the
-    /// writer and back) that cost more than its `pwrite` into the page cache.
+    /// lock, the record goes into the open pack, and the disk budget has room for it; otherwise gives the job
+    /// back untouched (the caller queues it for the writer thread). With fast durability and an idle writer
+    /// this is the put the writer would have taken alone, minus the two thread hand-offs (to the writer and
+    /// back) that cost more than its `pwrite` into the page cache. Creating a pack or evicting (unlinking
+    /// files) is left to the writer thread: the caller may be an async runtime's thread.
     pub(crate) fn try_write_alone(
         &self,
         job: Job,
@@ -117,6 +119,14 @@ impl Store {
             .disk
             .as_ref()
             .expect("group commit needs a disk tier");
+        let stored = disk
+            .backend
+            .stored_len(job.key.len(), job.body.len() as u64);
+        let budget = self.inner.cfg.disk_budget;
+        let room = budget == 0 || self.inner.disk_used.load(Ordering::Relaxed) + stored <= budget;
+        if !room || !disk.backend.appends_in_place(stored) {
+            return Err(job);
+        }
         let Job {
             key,
             body,

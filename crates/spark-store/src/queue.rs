@@ -204,6 +204,7 @@ fn take_batch(queue: &mut Vec<Job>) -> Vec<Job> {
 mod tests {
     use super::*;
     use crate::StoreConfig;
+    use std::sync::atomic::Ordering;
 
     /// A queued put completes through its callback with the blob indexed; dropping the store ends the
     /// writer thread (it lets go of the queue), so the store is really closed.
@@ -241,43 +242,82 @@ mod tests {
         assert!(queue.state().closed);
     }
 
-    /// With fast durability a put that finds the writer idle is written by its caller, before `put_queued`
-    /// returns, and no writer thread is started for it; while a batch (or a compaction) holds the batch
-    /// lock, puts queue for the writer instead of waiting for the lock in the caller, and still complete.
-    #[test]
-    fn a_lone_fast_put_is_written_by_its_caller_and_a_busy_batch_lock_sends_it_to_the_writer() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
+    /// Puts `v` under `key` through `put_queued`; returns whether it completed before `put_queued` returned
+    /// (written by its caller), after waiting for it either way.
+    fn put_alone(s: &Store, key: &[u8], v: u8) -> bool {
         let (tx, rx) = std::sync::mpsc::channel();
-        let t = tx.clone();
-        s.put_queued(b"alone", Bytes::from(vec![1; 4096]), move |r| {
-            t.send(r.unwrap()).unwrap()
+        s.put_queued(key, Bytes::from(vec![v; 4096]), move |r| {
+            tx.send(r.unwrap()).unwrap()
         });
+        let inline = rx.try_recv().is_ok();
+        if !inline {
+            assert!(rx.recv().unwrap());
+        }
+        inline
+    }
+
+    /// With fast durability a put that finds the writer idle is written by its caller, before `put_queued`
+    /// returns, once a pack is open; the first put (which creates the pack), a put that would need a new
+    /// pack and a put that would need an eviction go to the writer thread instead, as does a put while a
+    /// batch (or a compaction) holds the batch lock. Every one of them is stored and survives a reopen.
+    #[test]
+    fn a_lone_fast_put_is_written_by_its_caller_unless_it_needs_a_new_pack_an_eviction_or_the_lock()
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::on_disk("q", tmp.path(), 64 << 20);
+        cfg.pack_size = 64 << 10;
+        cfg.disk_budget = 1 << 20;
+        let (s, _) = Store::open(cfg.clone()).unwrap();
         assert!(
-            rx.try_recv().unwrap(),
-            "completed before put_queued returned"
+            !put_alone(&s, b"first", 1),
+            "the first put creates the pack"
         );
-        assert!(!s.inner.queue.0.state().started, "no writer thread for it");
-        assert_eq!(s.get(b"alone").unwrap().unwrap(), vec![1; 4096]);
+        assert!(
+            put_alone(&s, b"alone", 2),
+            "a pack is open: written by the caller"
+        );
 
         let held = s.inner.group.batch.lock().unwrap();
-        let t = tx.clone();
-        s.put_queued(b"queued", Bytes::from(vec![2; 4096]), move |r| {
-            t.send(r.unwrap()).unwrap()
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.put_queued(b"queued", Bytes::from(vec![3; 4096]), move |r| {
+            tx.send(r.unwrap()).unwrap()
         });
         assert!(
             rx.try_recv().is_err(),
             "it must wait for the batch lock on the writer, not here"
         );
-        assert!(s.inner.queue.0.state().started, "the writer took it");
         drop(held);
         assert!(rx.recv().unwrap());
-        assert_eq!(s.get(b"queued").unwrap().unwrap(), vec![2; 4096]);
-        // Reopened, both are there: the inline put went through the same pack and index log.
+        // Written by the caller or by the writer, both are in the pack and the index log.
         drop(s);
-        let (s, _) = Store::open(StoreConfig::on_disk("q", tmp.path(), 1 << 20)).unwrap();
-        assert_eq!(s.get(b"alone").unwrap().unwrap(), vec![1; 4096]);
-        assert_eq!(s.get(b"queued").unwrap().unwrap(), vec![2; 4096]);
+        let (s, _) = Store::open(cfg.clone()).unwrap();
+        assert_eq!(s.get(b"alone").unwrap().unwrap(), vec![2; 4096]);
+        assert_eq!(s.get(b"queued").unwrap().unwrap(), vec![3; 4096]);
+        assert!(
+            put_alone(&s, b"reopened", 6),
+            "recovery reopens the last pack for appending"
+        );
+
+        // Fill the 64 KiB pack: the put that does not fit goes to the writer, which opens the next pack.
+        let mut rolled = false;
+        for i in 0..16u8 {
+            rolled |= !put_alone(&s, &[b'f', i], 4);
+        }
+        assert!(rolled, "a put needing a new pack went to the writer");
+        // Up to the 1 MiB budget: the put that needs an eviction goes to the writer, which evicts.
+        let mut evicting = false;
+        for i in 0..300u16 {
+            let k = [b'e', (i >> 8) as u8, i as u8];
+            if s.inner.disk_used.load(Ordering::Relaxed) + 4200 > cfg.disk_budget {
+                evicting |= !put_alone(&s, &k, 5);
+            } else {
+                put_alone(&s, &k, 5);
+            }
+        }
+        assert!(evicting, "puts past the budget went to the writer");
+        assert!(s.inner.disk_used.load(Ordering::Relaxed) <= cfg.disk_budget);
+
+        assert_eq!(s.get(&[b'e', 1, 43]).unwrap().unwrap(), vec![5; 4096]);
     }
 
     /// A put the writer does not take (larger than packs hold) runs in the caller and still completes.

@@ -165,6 +165,12 @@ pub trait BlobBackend: Send + Sync {
         false
     }
 
+    /// Whether a batch of `stored` bytes would be appended to a file that is already open (no new file to
+    /// create first). The store writes a lone put on its caller's thread only then.
+    fn appends_in_place(&self, _stored: u64) -> bool {
+        false
+    }
+
     /// Writes several whole blobs as one batch (one write, and with fsync durability one `fdatasync`) and
     /// publishes them together; on an error none of them is visible.
     fn write_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<Written>, StoreError> {

@@ -434,6 +434,13 @@ impl BlobBackend for PackBackend {
             .collect())
     }
 
+    fn appends_in_place(&self, stored: u64) -> bool {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active
+            .as_ref()
+            .is_some_and(|p| p.end.load(Ordering::Relaxed) + stored <= self.pack_size)
+    }
+
     fn recover_packs(
         &self,
         marks: &HashMap<u64, u32>,
