@@ -2,6 +2,8 @@
 //! with SIGKILL: membership events, pub/sub order, a lagging subscriber beside a fast one, compare-and-set
 //! under contention, lock owners, force-unlock, and bad input.
 
+mod common_collab;
+
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -27,16 +29,8 @@ fn opts(name: &str) -> JoinOptions {
 }
 
 /// The next Collab event matching `f`, skipping others; panics after [`WAIT`].
-fn wait_for(c: &Client, what: &str, mut f: impl FnMut(&CollabEvent) -> bool) -> CollabEvent {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Some(e) = c.collab().next_event(Duration::from_millis(200)).unwrap()
-            && f(&e)
-        {
-            return e;
-        }
-    }
-    panic!("no {what} within {WAIT:?}");
+fn wait_for(c: &Client, what: &str, f: impl FnMut(&CollabEvent) -> bool) -> CollabEvent {
+    common_collab::wait_for_event(c, what, WAIT, f)
 }
 
 fn daemon_code(e: Error) -> ErrorCode {

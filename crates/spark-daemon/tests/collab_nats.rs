@@ -2,10 +2,12 @@
 //! stopped by PID) and two `sparkd` on two sockets standing for two machines. Skips loudly without the
 //! server (`scripts/test.d/collab-nats.sh` installs it).
 
+mod common_collab;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spark_client::spark_proto::collab::{
     BRIDGE_DEGRADED, BRIDGE_UP, LEFT_DAEMON_LOST, LOCK_EXPIRED,
@@ -129,16 +131,8 @@ fn wait_bridge(c: &Client, state: u64) {
     );
 }
 
-fn wait_for(c: &Client, what: &str, mut f: impl FnMut(&CollabEvent) -> bool) -> CollabEvent {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Some(e) = c.collab().next_event(Duration::from_millis(200)).unwrap()
-            && f(&e)
-        {
-            return e;
-        }
-    }
-    panic!("no {what} within {WAIT:?}");
+fn wait_for(c: &Client, what: &str, f: impl FnMut(&CollabEvent) -> bool) -> CollabEvent {
+    common_collab::wait_for_event(c, what, WAIT, f)
 }
 
 #[test]
